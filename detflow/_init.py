@@ -1,0 +1,119 @@
+"""``detflow.init()`` and ``detflow.main()``: the entry points a training script calls."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import random
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from detflow._config import load_config
+from detflow._errors import ConfigError
+from detflow._run import Run, TrialError
+
+__all__ = ["init", "main"]
+
+log = logging.getLogger("detflow")
+_T = TypeVar("_T")
+
+
+def init(
+    cfg: Any, hparams: Mapping[str, Any] | None = None, *, run_dir: str | Path | None = None
+) -> Run:
+    """Merge the hyperparameters once, validate the config, seed every RNG, write
+    ``hparams.json``; return the :class:`Run` whose :meth:`~Run.fit` trains a trial.
+
+    The same call works in a single run, a sweep trial and a Slurm job.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> run = init({"hyperparameters": {"global_batch_size": 32, "base_batch_size": 32,
+    ...                                 "lr": "${df.scale:0.1,linear}"}},
+    ...            hparams={"global_batch_size": 64}, run_dir=tempfile.mkdtemp())
+    >>> run.hparams["lr"]
+    0.2
+    """
+    loaded = load_config(cfg, hparams)
+    for notice in loaded.experiment.notices:
+        log.info(notice)
+    for replaced in loaded.merged.replaced:
+        log.warning(str(replaced))
+    directory = Path(run_dir) if run_dir is not None else _hydra_output_dir() or Path.cwd()
+    directory.mkdir(parents=True, exist_ok=True)
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    _seed_everything(loaded.experiment.seed)
+    run = Run(loaded, directory, rank=rank, world_size=world_size)
+    if run.is_chief:
+        payload = {key: record.to_json() for key, record in loaded.hparams.items()}
+        (directory / "hparams.json").write_text(json.dumps(payload, indent=2) + "\n")
+    return run
+
+
+def _hydra_output_dir() -> Path | None:
+    if "hydra" not in sys.modules:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed Python's RNG, and NumPy's and torch's when they are imported."""
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+def main(
+    config_path: str | None = None, config_name: str | None = None, version_base: str | None = "1.3"
+) -> Callable[[Callable[[Any], _T]], Callable[[], _T | None]]:
+    """``hydra.main`` that reports a config error or a failed trial in one line.
+
+    A :class:`ConfigError` raised by the task prints ``Error: <message>`` to stderr and
+    exits with status 2; a :class:`TrialError` logs ``trial failed: <message>`` and exits
+    with status 1; no traceback unless ``HYDRA_FULL_ERROR=1``.
+
+    Examples
+    --------
+    In ``train.py``, run as ``python train.py +experiment=NAME``::
+
+        @detflow.main(config_path="conf", config_name="config")
+        def train(cfg):
+            run = detflow.init(cfg)
+            run.fit(MyTrial(run))
+    """
+    import hydra
+
+    def decorate(task: Callable[[Any], _T]) -> Callable[[], _T | None]:
+        @functools.wraps(task)
+        def guarded(cfg: Any) -> _T:
+            try:
+                return task(cfg)
+            except (ConfigError, TrialError) as exc:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                if isinstance(exc, TrialError):
+                    log.error("trial failed: %s", exc)
+                    raise SystemExit(1) from None
+                print(f"Error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+
+        wrapped: Callable[[], _T | None] = hydra.main(
+            config_path=config_path, config_name=config_name, version_base=version_base
+        )(guarded)
+        return wrapped
+
+    return decorate

@@ -1,0 +1,87 @@
+"""The truthful log lines and ``metrics.jsonl`` records of a run."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+__all__ = ["Counters", "Window", "format_line", "mean_metrics"]
+
+
+@dataclass
+class Counters:
+    """Exact progress of a trial; saved in every checkpoint."""
+
+    records: int = 0
+    batches: int = 0
+    epochs: int = 0
+    batch_in_epoch: int = 0
+
+    def steps(self, aggregation_frequency: int) -> int:
+        """Optimizer steps taken."""
+        return self.batches // aggregation_frequency
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one report covers: its counts, time and mean metrics."""
+
+    records: int
+    batches: int
+    seconds: float
+    metrics: dict[str, float]
+
+
+def format_line(kind: str, window: Window) -> str:
+    """``trained: 320 records in 0.41s (780.5 records/s), in 10 batches (24.4 batches/s)``.
+
+    >>> format_line("trained", Window(320, 10, 0.41, {}))
+    'trained: 320 records in 0.41s (780.5 records/s), in 10 batches (24.4 batches/s)'
+    """
+    seconds = max(window.seconds, 1e-9)
+    return (
+        f"{kind}: {window.records} records in {window.seconds:.3g}s "
+        f"({window.records / seconds:.1f} records/s), in {window.batches} batches "
+        f"({window.batches / seconds:.1f} batches/s)"
+    )
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    """``loss=0.5213 accuracy=0.91``, in the order given."""
+    return " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
+
+
+def mean_metrics(
+    rows: Sequence[Mapping[str, Any]], weights: Sequence[int], prefix: str = ""
+) -> dict[str, float]:
+    """Record-weighted means of every numeric metric; non-numbers are dropped.
+
+    >>> mean_metrics([{"loss": 1.0}, {"loss": 4.0}], [3, 1])
+    {'loss': 1.75}
+    >>> mean_metrics([{"loss": 2.0}], [5], prefix="validation_")
+    {'validation_loss': 2.0}
+    """
+    sums: dict[str, float] = {}
+    totals: dict[str, int] = {}
+    for row, weight in zip(rows, weights, strict=False):
+        for key, value in row.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            sums[key] = sums.get(key, 0.0) + number * weight
+            totals[key] = totals.get(key, 0) + weight
+    out = {}
+    for key, total in sums.items():
+        name = key if not prefix or key.startswith(prefix) else prefix + key
+        out[name] = total / totals[key] if totals[key] else math.nan
+    return out
+
+
+def write_record(handle: TextIO, record: Mapping[str, Any]) -> None:
+    """Append one JSON line and flush it to the OS."""
+    handle.write(json.dumps(record, allow_nan=True) + "\n")
+    handle.flush()

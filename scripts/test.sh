@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: install, lint, type-check, test.
+# README's test command and .ci/run both call exactly this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "install (torch 2.13.0 CPU build, detflow with [dev,examples])"
+python -m pip install --quiet "torch==2.13.0" -e ".[dev,examples]"
+
+step "ruff"
+ruff check .
+ruff format --check .
+
+step "mypy"
+mypy
+
+step "pytest"
+python -m pytest -q "$@"

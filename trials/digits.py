@@ -1,0 +1,38 @@
+"""The ``digits`` example: an MLP on scikit-learn's bundled 8x8 digits (no download)."""
+
+from __future__ import annotations
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from detflow import Run
+from detflow.pytorch import TorchTrial, accuracy
+
+
+def digits_datasets(
+    seed: int, validation_share: float = 0.2
+) -> tuple[TensorDataset, TensorDataset]:
+    """Train and validation sets; the split is fixed by ``seed``."""
+    images, labels = load_digits(return_X_y=True)
+    inputs = torch.tensor(images / 16.0, dtype=torch.float32)
+    targets = torch.tensor(labels, dtype=torch.long)
+    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
+    n_val = int(len(order) * validation_share)
+    val, train = order[:n_val], order[n_val:]
+    return TensorDataset(inputs[train], targets[train]), TensorDataset(inputs[val], targets[val])
+
+
+def build_digits_trial(run: Run) -> TorchTrial:
+    """An MLP with ``hidden`` units trained with SGD (``lr``, ``momentum``)."""
+    hp = run.hparams
+    train, val = digits_datasets(run.seed)
+    hidden = int(hp.get("hidden", 128))
+    model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=float(hp["lr"]), momentum=float(hp.get("momentum", 0.0))
+    )
+    return TorchTrial(
+        run, model, optimizer, train, val, nn.functional.cross_entropy, metrics_fn=accuracy
+    )
