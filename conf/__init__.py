@@ -13,15 +13,27 @@ from hydra.core.config_store import ConfigStore
 
 from detflow import ExperimentConfig, SearcherConfig, register_experiment, scaled
 
-__all__ = ["TrainConfig", "register"]
+__all__ = ["RootConfig", "TrainConfig", "register"]
 
 
 @dataclass
 class TrainConfig(ExperimentConfig):
     """The example's root config: detflow's keys plus which example trial to build."""
 
-    defaults: list[Any] = field(default_factory=lambda: ["_self_"])
     trial: str = "quadratic"  # digits | quadratic
+
+
+@dataclass
+class RootConfig(TrainConfig):
+    """The primary config ``config``: :class:`TrainConfig` plus Hydra's defaults list."""
+
+    defaults: list[Any] = field(
+        default_factory=lambda: [
+            "_self_",
+            {"override hydra/sweeper": "detflow"},  # -m runs detflow's search
+            {"override hydra/launcher": "detflow_local"},  # trials as local processes
+        ]
+    )
 
 
 def digits_mlp() -> TrainConfig:
@@ -76,6 +88,6 @@ def quadratic() -> TrainConfig:
 
 def register() -> None:
     """Register the root config and the Python experiments (safe to call again)."""
-    ConfigStore.instance().store(name="config", node=TrainConfig)
+    ConfigStore.instance().store(name="config", node=RootConfig)
     for make in (digits_mlp, digits_asha, quadratic):
         register_experiment(make.__name__, make())

@@ -15,6 +15,10 @@ from typing import Any, TypeVar
 from detflow._config import load_config
 from detflow._errors import ConfigError
 from detflow._run import Run, TrialError
+from detflow._units import parse_target
+
+#: The length a sweep's trial trains to this time (an ASHA rung), set by detflow's sweeper.
+TARGET_LENGTH_ENV = "DETFLOW_TARGET_LENGTH"
 
 __all__ = ["init", "main"]
 
@@ -49,7 +53,9 @@ def init(
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     _seed_everything(loaded.experiment.seed)
-    run = Run(loaded, directory, rank=rank, world_size=world_size)
+    target = os.environ.get(TARGET_LENGTH_ENV)
+    max_length = parse_target(target, TARGET_LENGTH_ENV) if target else None
+    run = Run(loaded, directory, max_length=max_length, rank=rank, world_size=world_size)
     if run.is_chief:
         payload = {key: record.to_json() for key, record in loaded.hparams.items()}
         (directory / "hparams.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -66,8 +72,20 @@ def _hydra_output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _in_multirun() -> bool:
+    """Whether this task is one job of a sweep (its failure is recorded, not fatal)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _seed_everything(seed: int) -> None:
-    """Seed Python's RNG, and NumPy's and torch's when they are imported."""
+    """Seed Python's RNG, and NumPy's and torch's when they are already imported.
+
+    A library imported after :func:`init` is not seeded here: seed it where the model is
+    built (``torch.manual_seed(run.seed)``), as ``trials/digits.py`` does.
+    """
     random.seed(seed)
     numpy = sys.modules.get("numpy")
     if numpy is not None:
@@ -103,7 +121,7 @@ def main(
             try:
                 return task(cfg)
             except (ConfigError, TrialError) as exc:
-                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                     raise
                 if isinstance(exc, TrialError):
                     log.error("trial failed: %s", exc)

@@ -180,7 +180,7 @@ class Run:
         metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.is_chief else None  # noqa: SIM115
         progress = make_progress(plan.target, counters.batches) if self.is_chief else None
         try:
-            status = self._loop(
+            result = self._loop(
                 trial, plan, counters, store, metrics_file, progress, validation, best
             )
         finally:
@@ -188,7 +188,29 @@ class Run:
                 progress.close()
             if metrics_file is not None:
                 metrics_file.close()
-        return status
+        if self.is_chief:
+            self._write_result(result, plan)
+        return result
+
+    def _write_result(self, result: FitResult, plan: _Plan) -> None:
+        """``result.json``: how the run ended, read by the sweeper and ``detflow summary``."""
+        exp = self.experiment
+        unit = self.max_length.unit
+        length = exp.batch_math(plan.epoch_length).in_unit(result.counters.batches, unit)
+        payload = {
+            "status": result.status,
+            "records": result.counters.records,
+            "batches": result.counters.batches,
+            "steps": result.counters.steps(exp.aggregation_frequency),
+            "epochs": result.counters.epochs,
+            "target_batches": result.target_batches,
+            "length": str(length),
+            "unit": unit.value,
+            "metric": result.validation.get(exp.searcher.metric),
+            "best_metric": result.best_metric,
+            "validation": result.validation,
+        }
+        write_atomic(self.run_dir / "result.json", (json.dumps(payload, indent=2) + "\n").encode())
 
     def _loop(
         self,

@@ -180,6 +180,18 @@ class Searcher(ABC):
             return None
         return Job(trial_id, hparams, self.rung_lengths[0], 0, False)
 
+    def planned_hparams(self) -> list[dict[str, Any]]:
+        """Hyperparameters of every new trial this searcher would create, in order.
+
+        >>> from detflow._space import Choice
+        >>> GridSearcher({"lr": Choice((0.1, 0.2))}, 8).planned_hparams()
+        [{'lr': 0.1}, {'lr': 0.2}]
+        """
+        planned: list[dict[str, Any]] = []
+        while (hparams := self._new_hparams(len(planned))) is not None:
+            planned.append(hparams)
+        return planned
+
     def ask(self) -> Job | None:
         """The next job to start now, marked in flight; None until a result comes, or at the end."""
         job = self._next_job()

@@ -1,17 +1,20 @@
-"""Registration of detflow's structured configs in Hydra's ConfigStore."""
+"""Registration of experiments in Hydra's ConfigStore."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 __all__ = ["register_experiment"]
 
 
 def register_experiment(name: str, node: Any, *, group: str = "experiment") -> None:
-    """Register an experiment (dataclass instance, class or dict) as ``+experiment=name``.
+    """Register an experiment (dataclass instance or dict) as ``+experiment=name``.
 
     Experiments are global packages: their keys sit at the config's top level, exactly as
-    a YAML file ``conf/experiment/<name>.yaml`` with ``# @package _global_`` would.
+    a YAML file ``conf/experiment/<name>.yaml`` with ``# @package _global_`` would. A
+    dataclass is stored as its plain values, so it merges into any root config whose schema
+    has the same keys (a subclass of the experiment's class, say).
 
     Examples
     --------
@@ -20,5 +23,8 @@ def register_experiment(name: str, node: Any, *, group: str = "experiment") -> N
     ...     hyperparameters={"global_batch_size": 8}))
     """
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    if dataclasses.is_dataclass(node):
+        node = OmegaConf.to_container(OmegaConf.structured(node), resolve=False)
     ConfigStore.instance().store(group=group, name=name, node=node, package="_global_")

@@ -15,7 +15,7 @@ from typing import Any
 
 from detflow._errors import ConfigError
 
-__all__ = ["BatchMath", "Length", "Unit", "parse_length"]
+__all__ = ["BatchMath", "Length", "Unit", "parse_length", "parse_target"]
 
 
 class Unit(str, enum.Enum):
@@ -100,6 +100,25 @@ def parse_length(raw: Any, key: str = "length") -> Length:
     if unit is None or isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise ConfigError(key, raw if isinstance(raw, str) else _plain(raw), _ACCEPTED)
     return Length(amount, unit)
+
+
+def parse_target(text: str, key: str = "target") -> Length:
+    """A length whose amount may be a fraction, as the searcher's rungs write it.
+
+    >>> parse_target("5/16 epochs")
+    Length(value=Fraction(5, 16), unit=<Unit.EPOCHS: 'epochs'>)
+    >>> parse_target("600 records").value
+    600
+    """
+    amount_text, _, unit_text = text.strip().partition(" ")
+    unit = _unit(unit_text)
+    try:
+        amount = Fraction(amount_text)
+    except (ValueError, ZeroDivisionError):
+        amount = Fraction(0)
+    if unit is None or amount <= 0:
+        raise ConfigError(key, text, "'<positive fraction> <unit>', e.g. '5/16 epochs'")
+    return Length(int(amount) if amount.denominator == 1 else amount, unit)
 
 
 def _unit(text: Any) -> Unit | None:

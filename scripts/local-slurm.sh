@@ -13,7 +13,8 @@
 # one does nothing. Everything lives under $DETFLOW_SLURM_ROOT
 # (default /var/lib/detflow-slurm); config files go to /etc/slurm.
 # See tests/slurm/README.md.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'rc=$?; printf "[local-slurm] ERROR: \"%s\" failed (rc=%s, line %s)\n" "$BASH_COMMAND" "$rc" "$LINENO" >&2' ERR
 
 ROOT="${DETFLOW_SLURM_ROOT:-/var/lib/detflow-slurm}"
 CLUSTER="${DETFLOW_SLURM_CLUSTER:-detflow}"
@@ -74,8 +75,9 @@ wait_for() {
 # proc_alive PID [NAME]: a zombie counts as dead (some inits, this VM's among
 # them, reap slowly); with NAME, a recycled pid running something else too.
 proc_alive() {
-    local st comm
-    read -r st comm < <(ps -o stat=,comm= -p "$1" 2>/dev/null) || return 1
+    local out st comm
+    out=$(ps -o stat=,comm= -p "$1" 2>/dev/null) || return 1
+    read -r st comm <<<"$out"
     [[ -n $st && $st != Z* ]] || return 1
     [[ -z ${2:-} || $comm == "$2" ]]
 }
@@ -435,8 +437,9 @@ do_start() {
 
 need_root_or_running() {
     if [[ $(id -u) -ne 0 ]]; then
-        pid_alive "$RUN/slurmctld.pid" && ctld_ok \
-            || die "cluster not running and not root: run 'sudo $0 start'"
+        if ! { pid_alive "$RUN/slurmctld.pid" && ctld_ok; }; then
+            die "cluster not running and not root: run 'sudo $0 start'"
+        fi
         say "start: not root, cluster already running — nothing to do"
         do_status
         exit 0
@@ -500,9 +503,9 @@ do_reset() {
 }
 
 case "${1:-}" in
-    start) shift; do_start ;;
+    start) shift; do_start "$@" ;;
     stop) do_stop ;;
-    status) do_status ;;
+    status) if do_status; then exit 0; else exit 1; fi ;;
     reset) do_reset ;;
     *) echo "usage: $0 start|stop|status|reset" >&2; exit 2 ;;
 esac

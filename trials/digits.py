@@ -29,6 +29,7 @@ def build_digits_trial(run: Run) -> TorchTrial:
     hp = run.hparams
     train, val = digits_datasets(run.seed)
     hidden = int(hp.get("hidden", 128))
+    torch.manual_seed(run.seed)  # torch was imported after init(): seed the weights here
     model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
     optimizer = torch.optim.SGD(
         model.parameters(), lr=float(hp["lr"]), momentum=float(hp.get("momentum", 0.0))

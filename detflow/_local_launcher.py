@@ -1,0 +1,261 @@
+"""``hydra/launcher=detflow_local``: trials as local processes, at most N at once.
+
+Each trial may be given its own GPUs from a list (``CUDA_VISIBLE_DEVICES``). Offers Hydra's
+blocking ``launch()`` and the non-blocking ``start()`` / ``wait()`` the sweeper uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import cloudpickle
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from detflow._errors import ConfigError
+from detflow._sweep import TrialOutcome
+
+__all__ = ["LocalProcesses"]
+
+_POLL_SECONDS = 0.02
+
+
+@dataclass
+class _Job:
+    trial_id: int
+    overrides: list[str]
+    config: DictConfig | None = None
+    dir: Path = field(default_factory=Path)
+    process: subprocess.Popen[bytes] | None = None
+    gpus: list[int] = field(default_factory=list)
+    output: IO[bytes] | None = None
+
+
+class LocalProcesses:
+    """Runs Hydra jobs as child processes of this one.
+
+    Parameters
+    ----------
+    max_parallel:
+        Jobs running at once (0: no limit beyond the sweep's ``max_concurrent_trials``).
+    gpus:
+        GPU ids to hand out; each job gets ``gpus_per_trial`` of them, exclusively.
+    gpus_per_trial:
+        GPUs per job; 0 takes ``resources.slots_per_trial`` when ``gpus`` is given.
+    """
+
+    def __init__(
+        self, max_parallel: int = 0, gpus: list[int] | None = None, gpus_per_trial: int = 0
+    ) -> None:
+        if max_parallel < 0:
+            raise ConfigError(
+                "hydra.launcher.max_parallel", max_parallel, "0 or a positive integer"
+            )
+        if gpus_per_trial < 0:
+            raise ConfigError("hydra.launcher.gpus_per_trial", gpus_per_trial, "0 or more")
+        self.max_parallel = max_parallel
+        self.free_gpus = list(gpus or [])
+        self.gpus_per_trial = gpus_per_trial
+        self.pending: deque[_Job] = deque()
+        self.running: dict[int, _Job] = {}
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self.config: DictConfig | None = None
+        self._shared: Path | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+        if self.free_gpus and not self.gpus_per_trial:
+            slots = OmegaConf.select(config, "resources.slots_per_trial", default=1)
+            self.gpus_per_trial = int(slots)
+        if self.gpus_per_trial > len(self.free_gpus) and self.free_gpus:
+            raise ConfigError(
+                "hydra.launcher.gpus_per_trial",
+                self.gpus_per_trial,
+                f"at most the {len(self.free_gpus)} GPUs in hydra.launcher.gpus",
+            )
+
+    # -- the non-blocking interface the sweeper uses ----------------------------------------
+    def start(self, trial_id: int, overrides: list[str]) -> None:
+        """Queue ``trial_id``'s job; it starts as soon as a slot (and GPUs) are free."""
+        self.pending.append(_Job(trial_id, list(overrides)))
+        self._spawn_ready()
+
+    def wait(self) -> list[TrialOutcome]:
+        """Block until at least one job has ended; return all that have."""
+        while True:
+            ended = self._reap()
+            self._spawn_ready()
+            if ended or not (self.running or self.pending):
+                return [self._outcome(job) for job in ended]
+            time.sleep(_POLL_SECONDS)
+
+    # -- Hydra's blocking interface -----------------------------------------------------------
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        """Run every job (at most ``max_parallel`` at once) and return Hydra's JobReturns."""
+        order = []
+        for offset, overrides in enumerate(job_overrides):
+            order.append(initial_job_idx + offset)
+            self.start(initial_job_idx + offset, list(overrides))
+        returns: dict[int, JobReturn] = {}
+        jobs: dict[int, _Job] = {}
+        while len(returns) < len(order):
+            for ended in self._wait_jobs():
+                jobs[ended.trial_id] = ended
+                returns[ended.trial_id] = self._job_return(ended)
+        return [returns[i] for i in order]
+
+    # -- internals ------------------------------------------------------------------------------
+    def _wait_jobs(self) -> list[_Job]:
+        while True:
+            ended = self._reap()
+            self._spawn_ready()
+            if ended:
+                return ended
+            time.sleep(_POLL_SECONDS)
+
+    def _spawn_ready(self) -> None:
+        while self.pending:
+            if self.max_parallel and len(self.running) >= self.max_parallel:
+                return
+            if self.gpus_per_trial and len(self.free_gpus) < self.gpus_per_trial:
+                return
+            job = self.pending.popleft()
+            job.gpus = [self.free_gpus.pop(0) for _ in range(self.gpus_per_trial)]
+            self._spawn(job)
+            self.running[job.trial_id] = job
+
+    def _spawn(self, job: _Job) -> None:
+        assert self.hydra_context is not None and self.config is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
+        with open_dict(config):
+            config.hydra.job.id = str(job.trial_id)
+            config.hydra.job.num = job.trial_id
+        job.config = config
+        job.dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        job.dir.mkdir(parents=True, exist_ok=True)
+        files = self._files(job)
+        files["job"].write_bytes(pickle.dumps(config))
+        files["result"].unlink(missing_ok=True)
+        env = dict(os.environ)
+        # The child imports the task's modules as this process did: same script directory.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (sys.path[0], os.environ.get("PYTHONPATH", "")) if p
+        )
+        if job.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in job.gpus)
+        job.output = open(files["log"], "ab")  # noqa: SIM115 - closed when the job ends
+        job.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "detflow._worker",
+                str(self._shared_payload()),
+                str(files["job"]),
+                str(files["result"]),
+            ],
+            stdout=job.output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+
+    def _shared_payload(self) -> Path:
+        if self._shared is None:
+            assert self.config is not None
+            directory = Path(str(self.config.hydra.sweep.dir)) / ".detflow"
+            directory.mkdir(parents=True, exist_ok=True)
+            self._shared = directory / "launch.pkl"
+            payload = {
+                "hydra_context": self.hydra_context,
+                "task_function": self.task_function,
+                "singleton_state": Singleton.get_state(),
+            }
+            self._shared.write_bytes(cloudpickle.dumps(payload))
+        return self._shared
+
+    def _files(self, job: _Job) -> dict[str, Path]:
+        assert self.config is not None
+        directory = Path(str(self.config.hydra.sweep.dir)) / ".detflow"
+        directory.mkdir(parents=True, exist_ok=True)
+        return {
+            "job": directory / f"{job.trial_id}.config.pkl",
+            "result": directory / f"{job.trial_id}.result.pkl",
+            "log": job.dir / "output.log",
+        }
+
+    def _reap(self) -> list[_Job]:
+        ended = []
+        for trial_id, job in list(self.running.items()):
+            assert job.process is not None
+            if job.process.poll() is None:
+                continue
+            del self.running[trial_id]
+            self.free_gpus.extend(job.gpus)
+            if job.output is not None:
+                job.output.close()
+            ended.append(job)
+        return ended
+
+    def _result(self, job: _Job) -> dict[str, Any]:
+        path = self._files(job)["result"]
+        try:
+            with open(path, "rb") as handle:
+                value = pickle.load(handle)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            assert job.process is not None
+            code = job.process.returncode
+            why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            return {"status": "FAILED", "error": f"the trial process died ({why})", "value": None}
+        assert isinstance(value, dict)
+        return value
+
+    def _outcome(self, job: _Job) -> TrialOutcome:
+        result = self._result(job)
+        log = str(self._files(job)["log"])
+        return TrialOutcome(job.trial_id, result.get("error"), log)
+
+    def _job_return(self, job: _Job) -> JobReturn:
+        result = self._result(job)
+        ret = JobReturn(
+            overrides=job.overrides,
+            cfg=job.config,
+            hydra_cfg=None,
+            working_dir=str(job.dir),
+            task_name="",
+        )
+        if result["status"] == "COMPLETED":
+            ret.status = JobStatus.COMPLETED
+            ret.return_value = result.get("value")
+        else:
+            ret.status = JobStatus.FAILED
+            ret.return_value = RuntimeError(result.get("error") or "failed")
+        return ret
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the trial is killed when the process that started it dies (no orphans)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass

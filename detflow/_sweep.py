@@ -1,0 +1,259 @@
+"""The sweep driver: asks the searcher, starts trials, records results, resumes.
+
+Hydra-free: it sees a :class:`TrialLauncher` (start a trial, wait for some to end) and the
+sweep directory. A new trial or promotion starts the moment a slot frees up; a blocking
+launcher simply returns a whole wave from :meth:`TrialLauncher.wait`.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+from detflow._checkpoint import write_atomic
+from detflow._errors import ConfigError
+from detflow._search import Job, Searcher, TrialRecord
+
+__all__ = ["SweepDriver", "SweepSummary", "TrialLauncher", "TrialOutcome"]
+
+log = logging.getLogger("detflow.sweep")
+
+STATE_FILE = "searcher.json"
+RESULTS_FILE = "results.csv"
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """A trial's job ended: ``error`` is the last line of its exception, if it failed."""
+
+    trial_id: int
+    error: str | None = None
+    log: str | None = None
+
+
+class TrialLauncher(Protocol):
+    """What the driver needs of a launcher: start without blocking, then wait for ends."""
+
+    def start(self, trial_id: int, overrides: list[str]) -> None:
+        """Start ``trial_id``'s job with these Hydra overrides."""
+
+    def wait(self) -> list[TrialOutcome]:
+        """Block until at least one started job has ended; return every ended one."""
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """How a sweep ended."""
+
+    trials: list[TrialRecord]
+    best: TrialRecord | None
+    batches_trained: int
+
+    def count(self, status: str) -> int:
+        return sum(t.status == status for t in self.trials)
+
+    @property
+    def failed(self) -> int:
+        return self.count("FAILED")
+
+
+class SweepDriver:
+    """Runs a search to the end in ``sweep_dir``; the same call on the same directory resumes.
+
+    Parameters
+    ----------
+    searcher:
+        The search algorithm (fresh; its saved state is loaded from ``sweep_dir``).
+    launcher:
+        Starts trials and reports when they end.
+    sweep_dir:
+        Holds ``searcher.json``, ``results.csv`` and one directory per trial.
+    overrides_for:
+        The Hydra overrides of a job (its hyperparameters, length, directory).
+    max_concurrent:
+        Trials running at once.
+    unit:
+        The searcher's length unit, for ``results.csv``.
+    """
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        launcher: TrialLauncher,
+        sweep_dir: Path,
+        overrides_for: Callable[[Job], list[str]],
+        max_concurrent: int,
+        unit: str,
+    ) -> None:
+        self.searcher = searcher
+        self.launcher = launcher
+        self.sweep_dir = sweep_dir
+        self.overrides_for = overrides_for
+        self.max_concurrent = max_concurrent
+        self.unit = unit
+        self._running: dict[int, Job] = {}
+
+    def trial_dir(self, trial_id: int) -> Path:
+        """Where trial ``trial_id`` writes its run (Hydra's ``hydra.sweep.subdir``)."""
+        return self.sweep_dir / str(trial_id)
+
+    def run(self) -> SweepSummary:
+        """Search until the searcher is done; write state and results after every event."""
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.sweep_dir / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    "hydra.sweep.dir", str(self.sweep_dir), "a sweep directory no other sweep uses"
+                ) from None
+            self._load_state()
+            for job in self.searcher.in_flight():
+                log.info("resuming trial %d (rung %d)", job.trial_id, job.rung)
+                self._start(job)
+            while True:
+                while len(self._running) < self.max_concurrent:
+                    new = self.searcher.ask()
+                    if new is None:
+                        break
+                    self._save_state()
+                    self._start(new)
+                if not self._running:
+                    break
+                for outcome in self.launcher.wait():
+                    self._finish(outcome)
+            return self.summary()
+
+    def _start(self, job: Job) -> None:
+        verb = "promoting" if job.promotion else "starting"
+        log.info(
+            "%s trial %d to %s %s%s",
+            verb,
+            job.trial_id,
+            _number(job.length),
+            self.unit,
+            "".join(f" {k}={v}" for k, v in job.hparams.items()),
+        )
+        self._running[job.trial_id] = job
+        self.launcher.start(job.trial_id, self.overrides_for(job))
+
+    def _finish(self, outcome: TrialOutcome) -> None:
+        job = self._running.pop(outcome.trial_id)
+        result = self.read_result(outcome.trial_id)
+        error = outcome.error
+        if error is None and result is None:
+            error = "the trial ended without a result.json (did it call detflow.init().fit()?)"
+        if error is None and result is not None and result.get("status") == "stopped":
+            log.info("trial %d was stopped before its target; relaunching it", job.trial_id)
+            self._start(job)
+            return
+        metric = result.get("metric") if result and error is None else None
+        length = Fraction(result["length"]) if result else Fraction(0)
+        self.searcher.tell(outcome.trial_id, metric, length, error=error)
+        self._save_state()
+        if error is not None:
+            where = f" (log: {outcome.log})" if outcome.log else ""
+            log.error("trial %d failed: %s%s", outcome.trial_id, error, where)
+        else:
+            log.info(
+                "trial %d reached %s %s: %s=%s",
+                outcome.trial_id,
+                _number(length),
+                self.unit,
+                self.searcher.metric,
+                metric,
+            )
+
+    def read_result(self, trial_id: int) -> dict[str, Any] | None:
+        """The trial's ``result.json``, if it wrote one."""
+        try:
+            value = json.loads((self.trial_dir(trial_id) / "result.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def _load_state(self) -> None:
+        path = self.sweep_dir / STATE_FILE
+        if not path.exists():
+            return
+        try:
+            state = json.loads(path.read_text())
+            self.searcher.load_state_dict(state["searcher"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                str(path),
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                "the state of this same search (same searcher settings and space); "
+                "use a new hydra.sweep.dir for a different search",
+            ) from None
+        log.info("resuming the search in %s", self.sweep_dir)
+
+    def _save_state(self) -> None:
+        state = {"version": 1, "searcher": self.searcher.state_dict()}
+        write_atomic(self.sweep_dir / STATE_FILE, json.dumps(state, indent=1).encode())
+        write_atomic(self.sweep_dir / RESULTS_FILE, self.results_csv().encode())
+
+    def results_csv(self) -> str:
+        """One row per trial: id, status, hyperparameters, lengths, metrics, error."""
+        trials = self.searcher.trials()
+        keys = sorted({k for t in trials for k in t.hparams})
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(
+            [
+                "trial_id",
+                "status",
+                "rung",
+                *keys,
+                f"length_{self.unit}",
+                "batches",
+                "best_metric",
+                "last_metric",
+                "error",
+                "dir",
+            ]
+        )
+        for trial in trials:
+            result = self.read_result(trial.trial_id) or {}
+            writer.writerow(
+                [
+                    trial.trial_id,
+                    trial.status,
+                    trial.rung,
+                    *(trial.hparams.get(k, "") for k in keys),
+                    _number(trial.length_trained),
+                    result.get("batches", ""),
+                    _blank(trial.best_metric),
+                    _blank(trial.last_metric),
+                    trial.error or "",
+                    str(self.trial_dir(trial.trial_id)),
+                ]
+            )
+        return out.getvalue()
+
+    def summary(self) -> SweepSummary:
+        """The trials, the best one and the batches trained in all (promotions continue)."""
+        trials = self.searcher.trials()
+        batches = 0
+        for trial in trials:
+            result = self.read_result(trial.trial_id)
+            batches += int(result.get("batches", 0)) if result else 0
+        return SweepSummary(trials, self.searcher.best(), batches)
+
+
+def _number(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{float(value):.6g}"
+
+
+def _blank(value: float | None) -> str:
+    return "" if value is None else repr(value)

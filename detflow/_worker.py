@@ -1,0 +1,60 @@
+"""A launcher's child process: run one Hydra job, write its outcome.
+
+``python -m detflow._worker SHARED JOB RESULT``: ``SHARED`` holds the pickled Hydra context,
+task function and Hydra's global state (written once per sweep), ``JOB`` the job's config.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def run(shared_path: Path, job_path: Path, result_path: Path) -> int:
+    """Run the job; write ``{"status", "error", "traceback", "value"}``; 0 when it completed."""
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobStatus, run_job, setup_globals
+
+    with open(shared_path, "rb") as handle:
+        shared = pickle.load(handle)
+    with open(job_path, "rb") as handle:
+        config = pickle.load(handle)
+    Singleton.set_state(shared["singleton_state"])
+    setup_globals()
+    ret = run_job(
+        hydra_context=shared["hydra_context"],
+        task_function=shared["task_function"],
+        config=config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    outcome: dict[str, Any] = {"status": "COMPLETED", "error": None, "traceback": None}
+    if ret.status == JobStatus.FAILED:
+        exc = ret._return_value
+        text = "".join(traceback.format_exception(exc))
+        logging.getLogger("detflow").error("trial failed:\n%s", text)
+        lines = str(exc).strip().splitlines() or [""]
+        outcome.update(
+            status="FAILED",
+            error=f"{type(exc).__name__}: {lines[-1]}".rstrip(": "),
+            traceback=text,
+        )
+        outcome["value"] = None
+    else:
+        try:
+            pickle.dumps(ret.return_value)
+            outcome["value"] = ret.return_value
+        except Exception:
+            outcome["value"] = None
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(outcome))
+    tmp.replace(result_path)
+    return 0 if outcome["status"] == "COMPLETED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))

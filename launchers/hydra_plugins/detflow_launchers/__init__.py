@@ -1,0 +1,1 @@
+"""detflow's Hydra launcher plugins: ``detflow_local`` (and ``detflow_slurm``)."""

@@ -1,0 +1,1 @@
+"""detflow's Hydra sweeper plugin: ``hydra/sweeper=detflow``."""

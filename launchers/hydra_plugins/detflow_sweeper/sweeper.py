@@ -1,0 +1,50 @@
+"""``hydra/sweeper=detflow``: single, grid, random and ASHA search (thin; see detflow._sweep)."""
+
+# No `from __future__ import annotations` here: Hydra scans plugin modules without
+# registering them in sys.modules, and dataclasses then cannot resolve string annotations.
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class DetflowSweeperConf:
+    """The sweeper takes its settings from the experiment's ``searcher`` section."""
+
+    _target_: str = "hydra_plugins.detflow_sweeper.sweeper.DetflowSweeper"
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="detflow", node=DetflowSweeperConf, provider="detflow"
+)
+
+
+class DetflowSweeper(Sweeper):
+    """Searches with the experiment's ``searcher`` settings through the configured launcher."""
+
+    def __init__(self) -> None:
+        self.config: DictConfig | None = None
+        self.launcher: Launcher | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from detflow._hydra_sweep import run_sweep
+
+        assert self.config is not None and self.launcher is not None
+        return run_sweep(self.config, self.launcher, arguments)
