@@ -27,7 +27,7 @@ __all__ = ["SEARCHER_KEYS_ENV", "LoadedConfig", "load_config"]
 #: Dotted hyperparameter keys the searcher chose for this trial (set by detflow's sweeper).
 SEARCHER_KEYS_ENV = "DETFLOW_SEARCHER_KEYS"
 _WRAPPED = re.compile(r"raised while resolving interpolation: (?P<inner>.*)")
-_OURS = re.compile(r"^.* is not valid: expected (?P<expected>.*)$")
+_OURS = re.compile(r"^(?P<key>\S+) = (?P<value>.*) is not valid: expected (?P<expected>.*)$")
 
 
 @dataclass(frozen=True)
@@ -235,10 +235,26 @@ def _resolve(container: dict[str, Any]) -> dict[str, Any]:
         wrapped = _WRAPPED.search(message)
         inner = wrapped.group("inner") if wrapped else message
         ours = _OURS.match(inner)
-        expected = ours.group("expected") if ours else f"an expression that resolves ({inner})"
-        raise ConfigError(key, raw, expected) from None
+        if ours is None:
+            raise ConfigError(key, raw, f"an expression that resolves ({inner})") from None
+        if ours.group("key") == key:
+            raise ConfigError(key, _Raw(ours.group("value")), ours.group("expected")) from None
+        # An input of the expression is wrong (df.scale reads the batch size): name the input.
+        raise ConfigError(
+            ours.group("key"), _Raw(ours.group("value")), f"{ours.group('expected')}, for {key}"
+        ) from None
     assert isinstance(resolved, dict)
     return {str(k): v for k, v in resolved.items()}
+
+
+class _Raw:
+    """A value already written as text in an error message (its repr is that text)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def _raw_at(container: Mapping[str, Any], key: str) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 
 class SweepFailed(CompactHydraException):
     """Some trials failed: the sweep ends with a non-zero exit status and this one line."""
+
+
+class SweepRefused(CompactHydraException):
+    """A config error found before any trial started: one line, nothing launched."""
 
 
 def parse_space(entries: Mapping[str, Any]) -> Space:
@@ -208,9 +213,14 @@ def outcome(trial_id: int, ret: JobReturn, log_path: str | None = None) -> Trial
 
 def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) -> SweepSummary:
     """Plan, validate every point, then search; print the closing lines."""
-    plan = _plan(config, arguments)
-    searcher = _make_searcher(plan)
-    n_points = _validate_points(plan, searcher)
+    try:
+        plan = _plan(config, arguments)
+        searcher = _make_searcher(plan)
+        n_points = _validate_points(plan, searcher)
+    except ConfigError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SweepRefused(f"Error: {exc}") from None
     exp = plan.experiment
     unit = exp.searcher.max_length.unit
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -224,7 +234,8 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
     )
 
     def overrides_for(job: Job) -> list[str]:
-        chosen = [f"{key}={_render(value)}" for key, value in job.hparams.items()]
+        # ``++``: set the key whether or not the experiment already has it.
+        chosen = [f"++{key}={_render(value)}" for key, value in job.hparams.items()]
         hparam_keys = ",".join(k for k in job.hparams if k.startswith("hyperparameters."))
         extra = [
             "resume=true",

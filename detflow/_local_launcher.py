@@ -41,6 +41,7 @@ class _Job:
     process: subprocess.Popen[bytes] | None = None
     gpus: list[int] = field(default_factory=list)
     output: IO[bytes] | None = None
+    error: str | None = None  # set when the job could not even start
 
 
 class LocalProcesses:
@@ -70,6 +71,7 @@ class LocalProcesses:
         self.gpus_per_trial = gpus_per_trial
         self.pending: deque[_Job] = deque()
         self.running: dict[int, _Job] = {}
+        self.unstarted: list[_Job] = []  # jobs whose config could not be composed
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
         self.config: DictConfig | None = None
@@ -102,7 +104,7 @@ class LocalProcesses:
         while True:
             ended = self._reap()
             self._spawn_ready()
-            if ended or not (self.running or self.pending):
+            if ended or not (self.running or self.pending or self.unstarted):
                 return [self._outcome(job) for job in ended]
             time.sleep(_POLL_SECONDS)
 
@@ -138,7 +140,14 @@ class LocalProcesses:
                 return
             job = self.pending.popleft()
             job.gpus = [self.free_gpus.pop(0) for _ in range(self.gpus_per_trial)]
-            self._spawn(job)
+            try:
+                self._spawn(job)
+            except Exception as exc:  # composition failed: this job fails, the others go on
+                lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                job.error = f"{type(exc).__name__}: {' '.join(lines[:3])}"
+                self.free_gpus.extend(job.gpus)
+                self.unstarted.append(job)
+                continue
             self.running[job.trial_id] = job
 
     def _spawn(self, job: _Job) -> None:
@@ -201,7 +210,7 @@ class LocalProcesses:
         }
 
     def _reap(self) -> list[_Job]:
-        ended = []
+        ended, self.unstarted = self.unstarted, []
         for trial_id, job in list(self.running.items()):
             assert job.process is not None
             if job.process.poll() is None:
@@ -214,6 +223,8 @@ class LocalProcesses:
         return ended
 
     def _result(self, job: _Job) -> dict[str, Any]:
+        if job.error is not None:
+            return {"status": "FAILED", "error": job.error, "value": None}
         path = self._files(job)["result"]
         try:
             with open(path, "rb") as handle:
