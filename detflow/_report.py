@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from operator import itemgetter, mul
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -63,7 +64,32 @@ def mean_metrics(
     {'loss': 1.75}
     >>> mean_metrics([{"loss": 2.0}], [5], prefix="validation_")
     {'validation_loss': 2.0}
+    >>> mean_metrics([{"loss": 1.0, "tag": "a"}, {"loss": 3.0}], [1, 1])
+    {'loss': 2.0}
     """
+    if not rows:
+        return {}
+    first = rows[0]
+    total = sum(weights)
+    if total <= 0 or sum(map(len, rows)) != len(first) * len(rows):
+        return _weighted_means(rows, weights, prefix)
+    out = {}
+    try:  # the common case, column by column in C: every row has the same numeric keys
+        for key in first:
+            column = map(float, map(itemgetter(key), rows))
+            out[_named(key, prefix)] = sum(map(mul, column, weights)) / total
+    except (KeyError, TypeError, ValueError):
+        return _weighted_means(rows, weights, prefix)
+    return out
+
+
+def _named(key: str, prefix: str) -> str:
+    return key if not prefix or key.startswith(prefix) else prefix + key
+
+
+def _weighted_means(
+    rows: Sequence[Mapping[str, Any]], weights: Sequence[int], prefix: str
+) -> dict[str, float]:
     sums: dict[str, float] = {}
     totals: dict[str, int] = {}
     for row, weight in zip(rows, weights, strict=False):
@@ -74,11 +100,10 @@ def mean_metrics(
                 continue
             sums[key] = sums.get(key, 0.0) + number * weight
             totals[key] = totals.get(key, 0) + weight
-    out = {}
-    for key, total in sums.items():
-        name = key if not prefix or key.startswith(prefix) else prefix + key
-        out[name] = total / totals[key] if totals[key] else math.nan
-    return out
+    return {
+        _named(key, prefix): total / totals[key] if totals[key] else math.nan
+        for key, total in sums.items()
+    }
 
 
 def write_record(handle: TextIO, record: Mapping[str, Any]) -> None:

@@ -325,8 +325,9 @@ class Run:
     ) -> None:
         if not self.is_chief:
             return
-        log.info(format_line(verb, window))
-        if window.metrics:
+        if log.isEnabledFor(logging.INFO):
+            log.info(format_line(verb, window))
+        if window.metrics and log.isEnabledFor(logging.INFO):
             log.info(
                 "%s metrics: %s",
                 "training" if kind == "train" else "validation",

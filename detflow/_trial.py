@@ -79,6 +79,8 @@ class Trial(ABC):
 
 def batch_size(batch: Any) -> int:
     """Records in one batch: ``len()``, else the first dimension of ``.shape``."""
+    if type(batch) is list:  # the common plain-Python case, checked first: it is per batch
+        return len(batch)
     shape = getattr(batch, "shape", None)
     if shape is not None and len(shape) > 0:
         return int(shape[0])
