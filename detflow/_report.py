@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from operator import itemgetter, mul
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter, mul
 from typing import Any, TextIO
 
 __all__ = ["Counters", "Window", "format_line", "mean_metrics"]
