@@ -160,7 +160,7 @@ class LocalProcesses:
         job.dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         job.dir.mkdir(parents=True, exist_ok=True)
         files = self._files(job)
-        files["job"].write_bytes(pickle.dumps(config))
+        files["job"].write_bytes(cloudpickle.dumps(config))
         files["result"].unlink(missing_ok=True)
         env = dict(os.environ)
         # The child imports the task's modules as this process did: same script directory.
@@ -244,6 +244,9 @@ class LocalProcesses:
 
     def _job_return(self, job: _Job) -> JobReturn:
         result = self._result(job)
+        if isinstance(result.get("job_return"), JobReturn):
+            returned: JobReturn = result["job_return"]
+            return returned
         ret = JobReturn(
             overrides=job.overrides,
             cfg=job.config,

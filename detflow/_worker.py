@@ -16,6 +16,7 @@ from typing import Any
 
 def run(shared_path: Path, job_path: Path, result_path: Path) -> int:
     """Run the job; write ``{"status", "error", "traceback", "value"}``; 0 when it completed."""
+    import cloudpickle
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus, run_job, setup_globals
 
@@ -43,15 +44,15 @@ def run(shared_path: Path, job_path: Path, result_path: Path) -> int:
             error=f"{type(exc).__name__}: {lines[-1]}".rstrip(": "),
             traceback=text,
         )
-        outcome["value"] = None
+        ret._return_value = RuntimeError(outcome["error"])  # the original may not pickle
     else:
         try:
-            pickle.dumps(ret.return_value)
-            outcome["value"] = ret.return_value
+            cloudpickle.dumps(ret.return_value)
         except Exception:
-            outcome["value"] = None
+            ret.return_value = None
+    outcome["job_return"] = ret
     tmp = result_path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(outcome))
+    tmp.write_bytes(cloudpickle.dumps(outcome))  # by value: Hydra re-defines plugin classes
     tmp.replace(result_path)
     return 0 if outcome["status"] == "COMPLETED" else 1
 

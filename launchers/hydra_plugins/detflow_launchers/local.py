@@ -1,27 +1,14 @@
 """``hydra/launcher=detflow_local``: trials as local processes (see detflow._local_launcher)."""
 
-# No `from __future__ import annotations` here: Hydra scans plugin modules without
-# registering them in sys.modules, and dataclasses then cannot resolve string annotations.
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.detflow_launchers._configs import DetflowLocalConf
 from omegaconf import DictConfig
-
-
-@dataclass
-class DetflowLocalConf:
-    """``max_parallel``: jobs at once (0: the sweep decides); ``gpus``: ids to hand out."""
-
-    _target_: str = "hydra_plugins.detflow_launchers.local.DetflowLocalLauncher"
-    max_parallel: int = 0
-    gpus: list[int] = field(default_factory=list)
-    gpus_per_trial: int = 0
-
 
 ConfigStore.instance().store(
     group="hydra/launcher", name="detflow_local", node=DetflowLocalConf, provider="detflow"

@@ -1,23 +1,15 @@
 """``hydra/sweeper=detflow``: single, grid, random and ASHA search (thin; see detflow._sweep)."""
 
-# No `from __future__ import annotations` here: Hydra scans plugin modules without
-# registering them in sys.modules, and dataclasses then cannot resolve string annotations.
-from dataclasses import dataclass
+from __future__ import annotations
+
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.detflow_sweeper._config import DetflowSweeperConf
 from omegaconf import DictConfig
-
-
-@dataclass
-class DetflowSweeperConf:
-    """The sweeper takes its settings from the experiment's ``searcher`` section."""
-
-    _target_: str = "hydra_plugins.detflow_sweeper.sweeper.DetflowSweeper"
-
 
 ConfigStore.instance().store(
     group="hydra/sweeper", name="detflow", node=DetflowSweeperConf, provider="detflow"
