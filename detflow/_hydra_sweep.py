@@ -248,6 +248,8 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
             )
         return [*plan.fixed, *chosen, *extra]
 
+    if getattr(launcher, "dry_run", False):
+        return _dry_run(launcher, searcher, overrides_for, exp.searcher.max_concurrent_trials)
     trial_launcher: TrialLauncher = launcher if _submits(launcher) else _Waves(launcher)  # type: ignore[assignment]
     driver = SweepDriver(
         searcher,
@@ -263,6 +265,24 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
         results = sweep_dir / "results.csv"
         raise SweepFailed(f"{summary.failed} of {len(summary.trials)} trials failed; see {results}")
     return summary
+
+
+def _dry_run(
+    launcher: Launcher, searcher: Searcher, overrides_for: Any, max_concurrent: int
+) -> SweepSummary:
+    """Print the scripts of the first trials to start; submit and record nothing."""
+    jobs: list[tuple[int, list[str]]] = []
+    while len(jobs) < max_concurrent and (job := searcher.ask()) is not None:
+        jobs.append((job.trial_id, overrides_for(job)))
+    scripts = launcher.sbatch_scripts(jobs)  # type: ignore[attr-defined]
+    for script in scripts:
+        print(script)
+    log.info(
+        "dry run: %d script(s) for the first %d trial(s) printed; nothing submitted",
+        len(scripts),
+        len(jobs),
+    )
+    return SweepSummary([], None, 0)
 
 
 def _submits(launcher: Launcher) -> bool:

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import cloudpickle
-from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from detflow._errors import ConfigError
 from detflow._sweep import TrialOutcome
+from detflow._worker import write_shared_payload
 
 __all__ = ["LocalProcesses"]
 
@@ -189,14 +189,7 @@ class LocalProcesses:
         if self._shared is None:
             assert self.config is not None
             directory = Path(str(self.config.hydra.sweep.dir)) / ".detflow"
-            directory.mkdir(parents=True, exist_ok=True)
-            self._shared = directory / "launch.pkl"
-            payload = {
-                "hydra_context": self.hydra_context,
-                "task_function": self.task_function,
-                "singleton_state": Singleton.get_state(),
-            }
-            self._shared.write_bytes(cloudpickle.dumps(payload))
+            self._shared = write_shared_payload(directory, self.hydra_context, self.task_function)
         return self._shared
 
     def _files(self, job: _Job) -> dict[str, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -14,6 +15,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from detflow import _preemption
 from detflow._checkpoint import CheckpointStore, write_atomic
 from detflow._config import LoadedConfig
 from detflow._errors import ConfigError
@@ -148,12 +150,13 @@ class Run:
         plan = self.plan(trial)
         exp = self.experiment
         a = exp.aggregation_frequency
+        _preemption.register(self)
         store = CheckpointStore(self.run_dir / "checkpoints")
         counters = Counters()
         validation: dict[str, float] = {}
         best: float | None = None
         loaded = store.load()
-        if loaded is not None and not exp.resume:
+        if loaded is not None and not (exp.resume or _requeued()):
             raise ConfigError(
                 "resume",
                 False,
@@ -315,6 +318,7 @@ class Run:
                     progress.update(b)
                 if stopping:
                     log.info("stopped at batch %d on request; checkpoint saved", b)
+                    _preemption.note_stopped()
                     return FitResult("stopped", counters, target, validation, best)
                 if at_target:
                     break
@@ -396,6 +400,11 @@ class Run:
         }
         metric = validation.get(self.experiment.searcher.metric) if validated_now else None
         store.save(meta, state, metric, self.experiment.searcher.smaller_is_better)
+
+
+def _requeued() -> bool:
+    """Inside a Slurm job that was requeued: always continue from the checkpoint."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
 def _rng_state() -> dict[str, Any]:

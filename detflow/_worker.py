@@ -1,7 +1,9 @@
-"""A launcher's child process: run one Hydra job, write its outcome.
+"""A launcher's trial process: run one Hydra job, report its outcome.
 
-``python -m detflow._worker SHARED JOB RESULT``: ``SHARED`` holds the pickled Hydra context,
-task function and Hydra's global state (written once per sweep), ``JOB`` the job's config.
+``python -m detflow._worker SHARED JOB RESULT`` (local launcher): ``SHARED`` holds the
+pickled Hydra context, task function and Hydra's global state (written once per sweep),
+``JOB`` the job's config; the outcome is written to ``RESULT``. The Slurm launcher calls
+:func:`run_job_outcome` inside its submitit job.
 """
 
 from __future__ import annotations
@@ -13,19 +15,25 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 
-def run(shared_path: Path, job_path: Path, result_path: Path) -> int:
-    """Run the job; write ``{"status", "error", "traceback", "value"}``; 0 when it completed."""
-    import cloudpickle
+from detflow import _preemption
+
+
+def run_job_outcome(shared_path: Path, config: Any) -> dict[str, Any]:
+    """Run the job with ``SIGUSR2`` as a stop request; return its outcome.
+
+    The outcome holds ``status`` (COMPLETED or FAILED), ``error`` (the exception's last
+    line), ``traceback`` and Hydra's ``job_return``.
+    """
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus, run_job, setup_globals
 
     with open(shared_path, "rb") as handle:
         shared = pickle.load(handle)
-    with open(job_path, "rb") as handle:
-        config = pickle.load(handle)
     Singleton.set_state(shared["singleton_state"])
     setup_globals()
+    _preemption.install_stop_handler()
     ret = run_job(
         hydra_context=shared["hydra_context"],
         task_function=shared["task_function"],
@@ -51,6 +59,29 @@ def run(shared_path: Path, job_path: Path, result_path: Path) -> int:
         except Exception:
             ret.return_value = None
     outcome["job_return"] = ret
+    return outcome
+
+
+def write_shared_payload(directory: Path, hydra_context: Any, task_function: Any) -> Path:
+    """Pickle what every job of a sweep shares (once), for :func:`run_job_outcome`."""
+    from hydra.core.singleton import Singleton
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "launch.pkl"
+    payload = {
+        "hydra_context": hydra_context,
+        "task_function": task_function,
+        "singleton_state": Singleton.get_state(),
+    }
+    path.write_bytes(cloudpickle.dumps(payload))
+    return path
+
+
+def run(shared_path: Path, job_path: Path, result_path: Path) -> int:
+    """The local launcher's child: 0 when the job completed."""
+    with open(job_path, "rb") as handle:
+        config = pickle.load(handle)
+    outcome = run_job_outcome(shared_path, config)
     tmp = result_path.with_suffix(".tmp")
     tmp.write_bytes(cloudpickle.dumps(outcome))  # by value: Hydra re-defines plugin classes
     tmp.replace(result_path)

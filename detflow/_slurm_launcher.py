@@ -1,0 +1,399 @@
+"""``hydra/launcher=detflow_slurm``: trials as Slurm jobs, through submitit.
+
+Jobs that start together and ask for the same resources go out as one job array. On
+``SIGUSR2`` (Slurm's warning before a time limit or a pre-emption) the trial checkpoints
+at its next optimizer step, the job requeues itself and resumes with exact counters.
+A job that ends without a result (cancelled, node failure) is reported as failed at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+from submitit.slurm.slurm import _make_sbatch_string  # the script submitit submits
+
+from detflow import _preemption
+from detflow._errors import ConfigError
+from detflow._sweep import TrialOutcome
+from detflow._worker import run_job_outcome, write_shared_payload
+
+__all__ = ["SlurmSettings", "SlurmTrials"]
+
+log = logging.getLogger("detflow.slurm")
+
+_POLL_SECONDS = 0.2
+_SACCT_EVERY_SECONDS = 4.0
+# Final states; PREEMPTED is not one (with requeue it is followed by PENDING).
+_DEAD_STATES = (
+    "CANCELLED",
+    "FAILED",
+    "NODE_FAIL",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "COMPLETED",
+)
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The launcher's options (``hydra.launcher.*``), checked.
+
+    ``tasks_per_node`` and ``gpus_per_node`` left unset follow ``resources.slots_per_trial``
+    (one task, and one GPU, per slot); set ``gpus_per_node=0`` on a cluster without GPUs.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: int = 60
+    nodes: int = 1
+    tasks_per_node: int | None = None
+    gpus_per_node: int | None = None
+    gpus_per_task: int | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    setup: tuple[str, ...] = ()
+    srun_args: tuple[str, ...] = ()
+    use_srun: bool = True
+    python: str | None = None
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    array_parallelism: int = 256
+    max_requeues: int = 100
+    signal_delay_s: int = 90
+    dry_run: bool = False
+    submitit_folder: str = ".detflow/slurm/%j"
+
+    def __post_init__(self) -> None:
+        for name in ("time", "nodes", "array_parallelism"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"hydra.launcher.{name}", value, "a positive integer")
+        for name in ("tasks_per_node", "gpus_per_node", "gpus_per_task", "cpus_per_task"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ConfigError(f"hydra.launcher.{name}", value, "null or an integer >= 0")
+        for name in ("max_requeues", "signal_delay_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"hydra.launcher.{name}", getattr(self, name), "0 or more")
+        for name in ("partition", "account", "qos", "mem", "constraint", "exclude"):
+            value = getattr(self, name)
+            if value is not None and ("\n" in str(value) or not str(value).strip()):
+                raise ConfigError(f"hydra.launcher.{name}", value, "a non-empty single line")
+
+    def parameters(self, slots: int) -> dict[str, Any]:
+        """submitit's ``SlurmExecutor`` parameters for a trial with ``slots`` slots."""
+        tasks = self.tasks_per_node
+        if tasks is None:
+            tasks = max(1, slots // self.nodes)
+        gpus = self.gpus_per_node
+        if gpus is None and self.gpus_per_task is None:
+            gpus = tasks
+        params: dict[str, Any] = {
+            "time": self.time,
+            "nodes": self.nodes,
+            "ntasks_per_node": tasks,
+            "signal_delay_s": self.signal_delay_s,
+            "array_parallelism": self.array_parallelism,
+            "use_srun": self.use_srun,
+            "setup": list(self.setup),
+            "srun_args": list(self.srun_args),
+            "additional_parameters": dict(self.additional_parameters),
+        }
+        optional = {
+            "partition": self.partition,
+            "account": self.account,
+            "qos": self.qos,
+            "gpus_per_node": gpus or None,
+            "gpus_per_task": self.gpus_per_task,
+            "cpus_per_task": self.cpus_per_task,
+            "mem": self.mem,
+            "constraint": self.constraint,
+            "exclude": self.exclude,
+        }
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return params
+
+
+@dataclass
+class _Job:
+    trial_id: int
+    overrides: list[str]
+    config: DictConfig
+    dir: Path
+    parameters: dict[str, Any]
+    submitted: Any = None  # submitit.Job
+
+
+class TrialJob:
+    """The callable submitit runs on the cluster: one Hydra job, requeued on pre-emption."""
+
+    def __init__(self, shared: Path, config: DictConfig, max_requeues: int) -> None:
+        self.shared = shared
+        self.config = config
+        self.max_requeues = max_requeues
+
+    def __call__(self) -> dict[str, Any]:
+        outcome = run_job_outcome(self.shared, self.config)
+        env = submitit.JobEnvironment()
+        if _preemption.stopped() and env.global_rank == 0:
+            restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+            if restarts < self.max_requeues:
+                log.info(
+                    "checkpoint saved; requeueing job %s (restart %d)", env.job_id, restarts + 1
+                )
+                subprocess.check_call(["scontrol", "requeue", env.job_id], timeout=60)
+                sys.exit(-1)  # no result file: the job is not over, it will run again
+            outcome.update(
+                status="FAILED",
+                error=f"pre-empted {restarts} times: requeue "
+                f"limit hydra.launcher.max_requeues={self.max_requeues} reached",
+            )
+        return outcome
+
+
+class SlurmTrials:
+    """Submits Hydra jobs to Slurm; blocking ``launch()`` and non-blocking ``start``/``wait``."""
+
+    def __init__(self, settings: SlurmSettings) -> None:
+        self.settings = settings
+        self.dry_run = settings.dry_run
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self.config: DictConfig | None = None
+        self.queued: list[_Job] = []
+        self.running: dict[int, _Job] = {}
+        self._shared: Path | None = None
+        self._last_sacct = 0.0
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+
+    # -- the sweeper's interface -------------------------------------------------------------
+    def start(self, trial_id: int, overrides: list[str]) -> None:
+        """Queue the job; queued jobs go out together (as arrays) at the next :meth:`wait`."""
+        self.queued.append(self._compose(trial_id, overrides))
+
+    def wait(self) -> list[TrialOutcome]:
+        """Submit what is queued, then block until at least one job has ended."""
+        self._submit_queued()
+        while True:
+            ended = self._ended()
+            if ended or not self.running:
+                return [self._outcome(job) for job in ended]
+            time.sleep(_POLL_SECONDS)
+
+    def sbatch_scripts(self, jobs: Sequence[tuple[int, list[str]]]) -> list[str]:
+        """The sbatch script(s) these jobs would be submitted with (one per array)."""
+        composed = [self._compose(trial_id, overrides) for trial_id, overrides in jobs]
+        scripts = []
+        for group in _groups(composed):
+            executor = self._executor(group[0].parameters)
+            text = _make_sbatch_string(
+                command=executor._submitit_command_str,
+                folder=executor.folder,
+                job_name=executor.parameters.get("job_name", "submitit"),
+                map_count=len(group) if len(group) > 1 else None,
+                **{k: v for k, v in executor.parameters.items() if k != "job_name"},
+            )
+            scripts.append(text)
+        return scripts
+
+    # -- Hydra's blocking interface ------------------------------------------------------------
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> list[JobReturn]:
+        """Submit every job (arrays where resources agree) and wait for all of them."""
+        ids = [initial_job_idx + i for i in range(len(job_overrides))]
+        if self.dry_run:
+            for script in self.sbatch_scripts(
+                list(zip(ids, map(list, job_overrides), strict=True))
+            ):
+                print(script)
+            return []
+        for trial_id, overrides in zip(ids, job_overrides, strict=True):
+            self.start(trial_id, list(overrides))
+        self._submit_queued()
+        jobs = dict(self.running)
+        returns: dict[int, JobReturn] = {}
+        while len(returns) < len(ids):
+            for job in self._ended():
+                returns[job.trial_id] = self._job_return(job)
+            if len(returns) < len(ids):
+                time.sleep(_POLL_SECONDS)
+        del jobs
+        return [returns[i] for i in ids]
+
+    # -- internals -------------------------------------------------------------------------------
+    def _compose(self, trial_id: int, overrides: list[str]) -> _Job:
+        assert self.hydra_context is not None and self.config is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = str(trial_id)
+            config.hydra.job.num = trial_id
+        slots = int(OmegaConf.select(config, "resources.slots_per_trial", default=1) or 1)
+        params = self.settings.parameters(slots)
+        params["job_name"] = str(config.hydra.job.name)
+        # The job imports the task's modules as this process did: same script directory.
+        params["setup"] = [
+            f"export PYTHONPATH={shlex.quote(sys.path[0])}${{PYTHONPATH:+:$PYTHONPATH}}",
+            *params["setup"],
+        ]
+        job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        return _Job(trial_id, list(overrides), config, job_dir, params)
+
+    def _sweep_dir(self) -> Path:
+        assert self.config is not None
+        return Path(str(self.config.hydra.sweep.dir)).absolute()
+
+    def _executor(self, parameters: dict[str, Any]) -> submitit.SlurmExecutor:
+        folder = self._sweep_dir() / self.settings.submitit_folder
+        executor = submitit.SlurmExecutor(
+            folder=folder, python=self.settings.python, max_num_timeout=0
+        )
+        executor.update_parameters(**parameters)
+        return executor
+
+    def _submit_queued(self) -> None:
+        if not self.queued:
+            return
+        if self._shared is None:
+            self._shared = write_shared_payload(
+                self._sweep_dir() / ".detflow", self.hydra_context, self.task_function
+            )
+        queued, self.queued = self.queued, []
+        for group in _groups(queued):
+            executor = self._executor(group[0].parameters)
+            with executor.batch():
+                for job in group:
+                    job.dir.mkdir(parents=True, exist_ok=True)
+                    job.submitted = executor.submit(
+                        TrialJob(self._shared, job.config, self.settings.max_requeues)
+                    )
+            for job in group:
+                self.running[job.trial_id] = job
+                log.info(
+                    "trial %d: Slurm job %s, log %s",
+                    job.trial_id,
+                    job.submitted.job_id,
+                    job.submitted.paths.stdout,
+                )
+
+    def _ended(self) -> list[_Job]:
+        now = time.monotonic()
+        force = now - self._last_sacct >= _SACCT_EVERY_SECONDS
+        if force and self.running:
+            self._last_sacct = now
+            next(iter(self.running.values())).submitted.done(force_check=True)  # one sacct call
+        ended = []
+        for trial_id, job in list(self.running.items()):
+            if job.submitted.paths.result_pickle.exists() or self._dead(job):
+                del self.running[trial_id]
+                ended.append(job)
+        return ended
+
+    def _dead(self, job: _Job) -> bool:
+        state = str(job.submitted.watcher.get_state(job.submitted.job_id, mode="cache"))
+        return state.upper().split(" ")[0] in _DEAD_STATES
+
+    def _result(self, job: _Job) -> dict[str, Any]:
+        pickle_path = job.submitted.paths.result_pickle
+        for _ in range(25):  # a finished job's result file may take a moment to appear
+            if pickle_path.exists():
+                break
+            time.sleep(0.2)
+        if not pickle_path.exists():
+            state = job.submitted.watcher.get_state(job.submitted.job_id, mode="force")
+            return {
+                "status": "FAILED",
+                "value": None,
+                "error": f"Slurm job {job.submitted.job_id} ended {state} without a result",
+            }
+        try:
+            outcome = job.submitted.result()
+        except Exception as exc:  # submitit's own failure (e.g. the callable could not load)
+            error = _last_error_line(job.submitted.paths.stderr) or type(exc).__name__
+            return {"status": "FAILED", "value": None, "error": error}
+        assert isinstance(outcome, dict)
+        return outcome
+
+    def _outcome(self, job: _Job) -> TrialOutcome:
+        result = self._result(job)
+        return TrialOutcome(job.trial_id, result.get("error"), str(job.submitted.paths.stdout))
+
+    def _job_return(self, job: _Job) -> JobReturn:
+        result = self._result(job)
+        if isinstance(result.get("job_return"), JobReturn):
+            returned: JobReturn = result["job_return"]
+            return returned
+        ret = JobReturn(
+            overrides=job.overrides,
+            cfg=job.config,
+            hydra_cfg=None,
+            working_dir=str(job.dir),
+            task_name="",
+        )
+        ret.status = JobStatus.FAILED
+        ret.return_value = RuntimeError(result.get("error") or "failed")
+        return ret
+
+
+def _last_error_line(path: Path) -> str | None:
+    """The exception line at the end of a job's stderr (Slurm's own lines skipped)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        text = line.strip()
+        if text and not text.startswith(("srun:", "slurmstepd:", "submitit ")):
+            return text
+    return None
+
+
+def _groups(jobs: list[_Job]) -> list[list[_Job]]:
+    """Jobs with equal Slurm parameters, in order: each group is one job array."""
+    groups: dict[str, list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault(repr(sorted(job.parameters.items())), []).append(job)
+    return list(groups.values())
+
+
+def settings_from(values: dict[str, Any]) -> SlurmSettings:
+    """:class:`SlurmSettings` from the plugin's keyword arguments (lists to tuples)."""
+    known = {f.name for f in dataclasses.fields(SlurmSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"hydra.launcher.{unknown[0]}",
+            values[unknown[0]],
+            f"one of the launcher's keys: {', '.join(sorted(known))}",
+        )
+    cleaned = dict(values)
+    for key in ("setup", "srun_args"):
+        if cleaned.get(key) is not None:
+            cleaned[key] = tuple(str(x) for x in cleaned[key])
+    if cleaned.get("additional_parameters") is not None:
+        cleaned["additional_parameters"] = dict(cleaned["additional_parameters"])
+    return SlurmSettings(**cleaned)
