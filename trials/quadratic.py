@@ -4,13 +4,15 @@ Each batch holds ``per_slot_batch_size`` noisy samples of the gradient of
 ``f(w) = sum_i c_i (w_i - 1)^2``; the optimizer steps once per ``aggregation_frequency``
 batches. Hyperparameters: ``lr`` (required), ``dims`` (8), ``noise`` (1.0),
 ``records_per_epoch`` of the synthetic data set (256), ``fail_at_batch`` (make the loss nan
-there, to test failure handling).
+there, to test failure handling), ``seconds_per_batch`` (sleep, to play a slower model in
+pre-emption demos and tests).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,6 +30,7 @@ class QuadraticTrial(Trial):
         self.noise = float(hp.get("noise", 1.0))
         self.records = int(hp.get("records_per_epoch", 256))
         self.fail_at = int(hp.get("fail_at_batch", 0))
+        self.seconds_per_batch = float(hp.get("seconds_per_batch", 0.0))
         self.curvature = [1.0 + i / max(1, self.dims - 1) for i in range(self.dims)]
         self.w = [0.0] * self.dims
         self.grad = [0.0] * self.dims
@@ -44,6 +47,8 @@ class QuadraticTrial(Trial):
 
     def train_batch(self, batch: Any) -> Mapping[str, Any]:
         self.batches += 1
+        if self.seconds_per_batch:
+            time.sleep(self.seconds_per_batch)
         noise = sum(batch) / len(batch)
         loss = self._loss()
         if self.fail_at and self.batches >= self.fail_at:
