@@ -9,6 +9,15 @@ step() { printf '\n== %s\n' "$*"; }
 step "install (torch 2.13.0 CPU build, detflow with [dev,examples])"
 python -m pip install --quiet "torch==2.13.0" -e ".[dev,examples]"
 
+step "a real one-node Slurm for the launcher tests (scripts/local-slurm.sh)"
+if [ "$(id -u)" = 0 ]; then
+    bash scripts/local-slurm.sh start
+elif bash scripts/local-slurm.sh status >/dev/null 2>&1; then
+    echo "Slurm is running"
+else
+    echo "not root and no Slurm running: the Slurm tests will be skipped (they fail under CI=true)"
+fi
+
 step "ruff"
 ruff check .
 ruff format --check .
