@@ -121,11 +121,14 @@ def _as_dictconfig(cfg: Any) -> DictConfig:
     if isinstance(cfg, DictConfig):
         return cfg
     if dataclasses.is_dataclass(cfg) or isinstance(cfg, Mapping):
-        made = (
-            OmegaConf.structured(cfg)
-            if dataclasses.is_dataclass(cfg)
-            else OmegaConf.create(dict(cfg))
-        )
+        try:
+            made = (
+                OmegaConf.structured(cfg)
+                if dataclasses.is_dataclass(cfg)
+                else OmegaConf.create(dict(cfg))
+            )
+        except OmegaConfBaseException as exc:
+            raise _config_error(exc, {}) from None
         assert isinstance(made, DictConfig)
         return made
     raise ConfigError("cfg", type(cfg).__name__, "a DictConfig, an ExperimentConfig or a dict")
@@ -219,32 +222,39 @@ def _hydra_task_overrides() -> list[str]:
 
     if not HydraConfig.initialized():
         return []
-    return list(HydraConfig.get().overrides.task)
+    task = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+    assert isinstance(task, list)
+    return [str(t) for t in task]
 
 
 def _resolve(container: dict[str, Any]) -> dict[str, Any]:
-    cfg = OmegaConf.create(container)
     try:
+        cfg = OmegaConf.create(container)
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as exc:
-        raise ConfigError(str(exc.full_key), "???", "a value: it is required and missing") from None
     except OmegaConfBaseException as exc:
-        key = str(getattr(exc, "full_key", "") or "config")
-        raw = _raw_at(container, key)
-        message = str(exc).splitlines()[0]
-        wrapped = _WRAPPED.search(message)
-        inner = wrapped.group("inner") if wrapped else message
-        ours = _OURS.match(inner)
-        if ours is None:
-            raise ConfigError(key, raw, f"an expression that resolves ({inner})") from None
-        if ours.group("key") == key:
-            raise ConfigError(key, _Raw(ours.group("value")), ours.group("expected")) from None
-        # An input of the expression is wrong (df.scale reads the batch size): name the input.
-        raise ConfigError(
-            ours.group("key"), _Raw(ours.group("value")), f"{ours.group('expected')}, for {key}"
-        ) from None
+        raise _config_error(exc, container) from None
     assert isinstance(resolved, dict)
     return {str(k): v for k, v in resolved.items()}
+
+
+def _config_error(exc: OmegaConfBaseException, container: Mapping[str, Any]) -> ConfigError:
+    """The one-line :class:`ConfigError` for an OmegaConf error (resolution, grammar, ???)."""
+    key = str(getattr(exc, "full_key", "") or "config")
+    if isinstance(exc, MissingMandatoryValue):
+        return ConfigError(key, "???", "a value: it is required and missing")
+    raw = _raw_at(container, key)
+    message = str(exc).splitlines()[0]
+    wrapped = _WRAPPED.search(message)
+    inner = wrapped.group("inner") if wrapped else message
+    ours = _OURS.match(inner)
+    if ours is None:
+        return ConfigError(key, raw, f"an expression that resolves ({inner})")
+    if ours.group("key") == key:
+        return ConfigError(key, _Raw(ours.group("value")), ours.group("expected"))
+    # An input of the expression is wrong (df.scale reads the batch size): name the input.
+    return ConfigError(
+        ours.group("key"), _Raw(ours.group("value")), f"{ours.group('expected')}, for {key}"
+    )
 
 
 class _Raw:

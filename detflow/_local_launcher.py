@@ -10,6 +10,7 @@ import ctypes
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,9 +39,9 @@ class _Job:
     overrides: list[str]
     config: DictConfig | None = None
     dir: Path = field(default_factory=Path)
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)  # one per slot
     gpus: list[int] = field(default_factory=list)
-    output: IO[bytes] | None = None
+    outputs: list[IO[bytes]] = field(default_factory=list)
     error: str | None = None  # set when the job could not even start
 
 
@@ -169,21 +170,36 @@ class LocalProcesses:
         )
         if job.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in job.gpus)
-        job.output = open(files["log"], "ab")  # noqa: SIM115 - closed when the job ends
-        job.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "detflow._worker",
-                str(self._shared_payload()),
-                str(files["job"]),
-                str(files["result"]),
-            ],
-            stdout=job.output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
+        slots = int(OmegaConf.select(config, "resources.slots_per_trial", default=1) or 1)
+        if slots > 1:  # one process per slot, torch.distributed over the environment
+            env.update(
+                WORLD_SIZE=str(slots),
+                LOCAL_WORLD_SIZE=str(slots),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(_free_port()),
+            )
+        for rank in range(slots):
+            log_path = files["log"] if rank == 0 else files["log"].with_suffix(f".rank{rank}.log")
+            result = files["result"] if rank == 0 else files["result"].with_suffix(f".{rank}.pkl")
+            output = open(log_path, "ab")  # noqa: SIM115 - closed when the job ends
+            job.outputs.append(output)
+            rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)} if slots > 1 else env
+            job.processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "detflow._worker",
+                        str(self._shared_payload()),
+                        str(files["job"]),
+                        str(result),
+                    ],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env=rank_env,
+                    preexec_fn=_die_with_parent,
+                )
+            )
 
     def _shared_payload(self) -> Path:
         if self._shared is None:
@@ -205,13 +221,18 @@ class LocalProcesses:
     def _reap(self) -> list[_Job]:
         ended, self.unstarted = self.unstarted, []
         for trial_id, job in list(self.running.items()):
-            assert job.process is not None
-            if job.process.poll() is None:
+            codes = [p.poll() for p in job.processes]
+            if any(code not in (None, 0) for code in codes):
+                for process in job.processes:  # one slot failed: the others cannot go on
+                    if process.poll() is None:
+                        process.kill()
+                codes = [p.wait() for p in job.processes]
+            if any(code is None for code in codes):
                 continue
             del self.running[trial_id]
             self.free_gpus.extend(job.gpus)
-            if job.output is not None:
-                job.output.close()
+            for output in job.outputs:
+                output.close()
             ended.append(job)
         return ended
 
@@ -223,8 +244,7 @@ class LocalProcesses:
             with open(path, "rb") as handle:
                 value = pickle.load(handle)
         except (OSError, EOFError, pickle.UnpicklingError):
-            assert job.process is not None
-            code = job.process.returncode
+            code = job.processes[0].returncode if job.processes else -1
             why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
             return {"status": "FAILED", "error": f"the trial process died ({why})", "value": None}
         assert isinstance(value, dict)
@@ -254,6 +274,14 @@ class LocalProcesses:
             ret.status = JobStatus.FAILED
             ret.return_value = RuntimeError(result.get("error") or "failed")
         return ret
+
+
+def _free_port() -> int:
+    """A TCP port free on this machine now, for torch.distributed's rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 _PR_SET_PDEATHSIG = 1

@@ -126,19 +126,43 @@ def merge_hparams(
             raise ConfigError(
                 f"{source.value} hyperparameters", layer, "a mapping of names to values"
             )
+        _check_keys(layer, "")
         _merge_into(values, sources, layer, source, "")
         if source is Source.CODE:
             code_leaves = dict(_leaves(layer, ""))
     replaced = []
     for key, code_value in code_leaves.items():
-        winner = sources.get(key)
+        path, winner = _owner(sources, key)
         if winner is None or winner is Source.CODE:
             continue
-        value = _get(values, key)
+        value = _get(values, path)
         if value != code_value:
             replaced.append(Replacement(key, code_value, value, winner))
     ordered_sources = {key: sources[key] for key, _ in _leaves(values, "")}
     return MergedHparams(values, ordered_sources, tuple(replaced))
+
+
+def _owner(sources: Mapping[str, Source], key: str) -> tuple[str, Source | None]:
+    """Which layer now holds ``key``: itself, a value above it, or a mapping under it."""
+    if key in sources:
+        return key, sources[key]
+    for path, source in sources.items():
+        if key.startswith(path + "."):  # a scalar replaced the mapping holding key
+            return path, source
+    below = [source for path, source in sources.items() if path.startswith(key + ".")]
+    return key, (max(below, key=_LAYER_ORDER.index) if below else None)
+
+
+_LAYER_ORDER = list(Source)
+
+
+def _check_keys(layer: Mapping[Any, Any], prefix: str) -> None:
+    for key, value in layer.items():
+        if not isinstance(key, str) or not key or "." in key:
+            where = f"hyperparameters.{prefix}".rstrip(".")
+            raise ConfigError(where, key, "non-empty string keys without dots (nest mappings)")
+        if isinstance(value, Mapping):
+            _check_keys(value, f"{prefix}{key}.")
 
 
 def _merge_into(
@@ -149,10 +173,6 @@ def _merge_into(
     prefix: str,
 ) -> None:
     for key, value in layer.items():
-        if not isinstance(key, str) or not key:
-            raise ConfigError(
-                f"hyperparameters{'.' + prefix if prefix else ''}", key, "string keys"
-            )
         path = prefix + key
         if isinstance(value, Mapping) and isinstance(target.get(key), dict):
             _merge_into(target[key], sources, value, source, path + ".")

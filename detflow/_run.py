@@ -17,6 +17,7 @@ from typing import Any
 
 from detflow import _preemption
 from detflow._checkpoint import CheckpointStore, write_atomic
+from detflow._collective import Collective
 from detflow._config import LoadedConfig
 from detflow._errors import ConfigError
 from detflow._experiment import Experiment
@@ -84,6 +85,8 @@ class Run:
         self.world_size = world_size
         self.max_length = max_length or loaded.experiment.searcher.max_length
         self._stop_requested = False
+        #: Set by a multi-process trial (``detflow.pytorch`` over torch.distributed).
+        self.collective: Collective | None = None
 
     # -- what a trial reads -----------------------------------------------------------------
     @property
@@ -129,7 +132,7 @@ class Run:
         batches = {key: math_.to_batches(length, key) for key, length in lengths.items()}
         for key, length in lengths.items():
             note = math_.describe(length, key)
-            if note:
+            if note and self.is_chief:
                 log.info(note)
         a = exp.aggregation_frequency
         target = batches["searcher.max_length"]
@@ -147,6 +150,13 @@ class Run:
         checkpoint on their periods and once at the end. Resumes from the run directory's
         last checkpoint when ``resume`` is true.
         """
+        if self.world_size > 1 and self.collective is None:
+            raise ConfigError(
+                "resources.slots_per_trial",
+                self.world_size,
+                f"1 for {type(trial).__name__}: only trials that join a process group "
+                "(detflow.pytorch.TorchTrial) run on several slots",
+            )
         plan = self.plan(trial)
         exp = self.experiment
         a = exp.aggregation_frequency
@@ -171,14 +181,15 @@ class Run:
             _set_rng_state(meta.get("rng") or {})
             if self.is_chief:
                 _truncate_metrics(self.run_dir / "metrics.jsonl", counters.batches)
-            log.info(
-                "resumed from %s: %d batches, %d records, %d steps, %d epochs",
-                loaded.path,
-                counters.batches,
-                counters.records,
-                counters.steps(a),
-                counters.epochs,
-            )
+            if self.is_chief:
+                log.info(
+                    "resumed from %s: %d batches, %d records, %d steps, %d epochs",
+                    loaded.path,
+                    counters.batches,
+                    counters.records,
+                    counters.steps(a),
+                    counters.epochs,
+                )
 
         metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.is_chief else None  # noqa: SIM115
         progress = make_progress(plan.target, counters.batches) if self.is_chief else None
@@ -235,6 +246,8 @@ class Run:
         train_batch = trial.train_batch
         size_of = trial.batch_size
         isfinite = math.isfinite
+        stop_now = self._stop_now
+        self._stopping = False
         periods = (
             plan.report_every,
             plan.validate_every,
@@ -262,8 +275,6 @@ class Run:
                 stop_at = next_event(b)
                 if epoch_end is not None and epoch_end < stop_at:
                     stop_at = epoch_end
-                if self._stop_requested:
-                    stop_at = min(stop_at, -(-(b + 1) // a) * a)
                 started = b
                 for batch in batches_in:
                     metrics = train_batch(batch)
@@ -279,13 +290,14 @@ class Run:
                     rows.append(metrics)
                     sizes.append(size_of(batch))
                     b += 1
-                    if b >= stop_at or (self._stop_requested and b % a == 0):
+                    if (b % a == 0 and stop_now()) or b >= stop_at:  # stop asked at every step
                         break
                 else:
                     epoch_over = True
                     if b == started and counters.batch_in_epoch == 0:
                         raise TrialError(f"training_data({counters.epochs}) yielded no batches")
-                counters.records += sum(sizes[len(sizes) - (b - started) :]) if b > started else 0
+                new_records = sum(sizes[len(sizes) - (b - started) :]) if b > started else 0
+                counters.records += self._global_sum(new_records)
                 counters.batch_in_epoch += b - started
                 counters.batches = b
                 if epoch_end is not None and b >= epoch_end:
@@ -295,14 +307,14 @@ class Run:
                     counters.batch_in_epoch = 0
 
                 at_target = b >= target
-                stopping = self._stop_requested and b % a == 0
+                stopping = self._stopping and b % a == 0
                 do_validate = at_target or b % plan.validate_every == 0
                 do_checkpoint = at_target or stopping or b % plan.checkpoint_every == 0
                 do_report = do_validate or do_checkpoint or b % plan.report_every == 0
                 if do_report and rows:
                     now = time.perf_counter()
-                    window = Window(
-                        sum(sizes), len(rows), now - window_start, mean_metrics(rows, sizes)
+                    window = self._global_window(
+                        Window(sum(sizes), len(rows), now - window_start, mean_metrics(rows, sizes))
                     )
                     self._report("train", "trained", window, counters, metrics_file)
                     rows, sizes = [], []
@@ -326,6 +338,33 @@ class Run:
                 if at_target:
                     break
         return FitResult("completed", counters, target, validation, best)
+
+    def _stop_now(self) -> bool:
+        """At a step boundary, on every rank: stop here? (All ranks agree.)"""
+        if self.collective is None:
+            self._stopping = self._stop_requested
+        else:
+            self._stopping = self.collective.any(self._stop_requested)
+        return self._stopping
+
+    def _global_sum(self, value: int) -> int:
+        if self.collective is None:
+            return value
+        return round(self.collective.sum([float(value)])[0])
+
+    def _global_window(self, window: Window) -> Window:
+        """A report over every rank: records summed, metrics averaged weighted by records.
+
+        Batches stay this rank's count: one global batch is one batch on every rank.
+        """
+        if self.collective is None:
+            return window
+        keys = sorted(window.metrics)
+        local = [window.metrics[k] * window.records for k in keys] + [float(window.records)]
+        total = self.collective.sum(local)
+        records = total[-1]
+        metrics = {k: (total[i] / records if records else math.nan) for i, k in enumerate(keys)}
+        return Window(round(records), window.batches, window.seconds, metrics)
 
     def _report(
         self, kind: str, verb: str, window: Window, counters: Counters, metrics_file: Any
@@ -372,9 +411,9 @@ class Run:
                 sizes.append(trial.batch_size(batch))
             metrics = mean_metrics(rows, sizes, prefix="validation_")
             records, batches = sum(sizes), len(rows)
-        window = Window(records, batches, time.perf_counter() - start, metrics)
+        window = self._global_window(Window(records, batches, time.perf_counter() - start, metrics))
         self._report("validation", "validated", window, counters, metrics_file)
-        return metrics
+        return window.metrics
 
     def _checkpoint(
         self,

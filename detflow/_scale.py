@@ -86,7 +86,14 @@ def scale_factor(
             raise ConfigError(key, value, "a positive integer (df.scale reads it)")
     assert isinstance(global_batch_size, int) and isinstance(aggregation_frequency, int)
     assert isinstance(base_batch_size, int)
-    return global_batch_size * aggregation_frequency / base_batch_size
+    try:
+        return global_batch_size * aggregation_frequency / base_batch_size
+    except OverflowError:
+        raise ConfigError(
+            "hyperparameters.global_batch_size",
+            global_batch_size,
+            "a batch size whose scale factor fits a float",
+        ) from None
 
 
 def apply_rule(value: object, rule: object, factor: float, key: str = "df.scale") -> float | int:
@@ -106,7 +113,7 @@ def apply_rule(value: object, rule: object, factor: float, key: str = "df.scale"
     detflow._errors.ConfigError: df.scale = 0.99 is not valid: ...
     """
     parsed = parse_rule(rule, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         raise ConfigError(key, value, "a finite number to scale")
     if parsed is ScaleRule.LINEAR:
         result = value * factor
@@ -130,9 +137,18 @@ def apply_rule(value: object, rule: object, factor: float, key: str = "df.scale"
         result = value / math.sqrt(factor)
     else:
         result = value
+    if not _finite(result):
+        raise ConfigError(key, value, f"a value that stays finite when scaled by k={_fmt(factor)}")
     if isinstance(value, int):
         return round(result)
     return float(result)
+
+
+def _finite(value: float | int) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def scaled(value: float | int | str, rule: ScaleRule | str = ScaleRule.LINEAR) -> str:

@@ -106,6 +106,11 @@ class SlurmSettings:
         gpus = self.gpus_per_node
         if gpus is None and self.gpus_per_task is None:
             gpus = tasks
+        srun_args = list(self.srun_args)
+        if tasks * self.nodes > 1 and not any(
+            a.startswith("--kill-on-bad-exit") for a in srun_args
+        ):
+            srun_args.append("--kill-on-bad-exit=1")  # one slot failed: end the others too
         params: dict[str, Any] = {
             "time": self.time,
             "nodes": self.nodes,
@@ -114,7 +119,7 @@ class SlurmSettings:
             "array_parallelism": self.array_parallelism,
             "use_srun": self.use_srun,
             "setup": list(self.setup),
-            "srun_args": list(self.srun_args),
+            "srun_args": srun_args,
             "additional_parameters": dict(self.additional_parameters),
         }
         optional = {
@@ -151,8 +156,12 @@ class TrialJob:
         self.max_requeues = max_requeues
 
     def __call__(self) -> dict[str, Any]:
-        outcome = run_job_outcome(self.shared, self.config)
         env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # one task per slot: torch.distributed from Slurm's environment
+            from submitit.helpers import TorchDistributedEnvironment
+
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        outcome = run_job_outcome(self.shared, self.config)
         if _preemption.stopped() and env.global_rank == 0:
             restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
             if restarts < self.max_requeues:

@@ -126,7 +126,7 @@ def _unit(text: Any) -> Unit | None:
         return None
     text = text.strip().lower()
     for unit in Unit:
-        if text == unit.value or text + "s" == unit.value:
+        if text in (unit.value, unit.value.removesuffix("s"), unit.value.removesuffix("es")):
             return unit
     return None
 

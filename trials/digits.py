@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
@@ -24,6 +28,17 @@ def digits_datasets(
     return TensorDataset(inputs[train], targets[train]), TensorDataset(inputs[val], targets[val])
 
 
+class DigitsTrial(TorchTrial):
+    """:class:`TorchTrial` with ``seconds_per_batch`` (a slower model, for pre-emption demos)."""
+
+    seconds_per_batch = 0.0
+
+    def train_batch(self, batch: Any) -> Mapping[str, Any]:
+        if self.seconds_per_batch:
+            time.sleep(self.seconds_per_batch)
+        return super().train_batch(batch)
+
+
 def build_digits_trial(run: Run) -> TorchTrial:
     """An MLP with ``hidden`` units trained with SGD (``lr``, ``momentum``)."""
     hp = run.hparams
@@ -34,6 +49,8 @@ def build_digits_trial(run: Run) -> TorchTrial:
     optimizer = torch.optim.SGD(
         model.parameters(), lr=float(hp["lr"]), momentum=float(hp.get("momentum", 0.0))
     )
-    return TorchTrial(
+    trial = DigitsTrial(
         run, model, optimizer, train, val, nn.functional.cross_entropy, metrics_fn=accuracy
     )
+    trial.seconds_per_batch = float(hp.get("seconds_per_batch", 0.0))
+    return trial
