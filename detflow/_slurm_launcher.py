@@ -36,6 +36,7 @@ __all__ = ["SlurmSettings", "SlurmTrials"]
 log = logging.getLogger("detflow.slurm")
 
 _POLL_SECONDS = 0.2
+_REQUEUE_WAIT_SECONDS = 300
 _SACCT_EVERY_SECONDS = 4.0
 # Final states; PREEMPTED is not one (with requeue it is followed by PENDING).
 _DEAD_STATES = (
@@ -162,14 +163,17 @@ class TrialJob:
 
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         outcome = run_job_outcome(self.shared, self.config)
-        if _preemption.stopped() and env.global_rank == 0:
-            restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-            if restarts < self.max_requeues:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        if _preemption.stopped() and restarts < self.max_requeues:
+            if env.global_rank == 0:
                 log.info(
                     "checkpoint saved; requeueing job %s (restart %d)", env.job_id, restarts + 1
                 )
                 subprocess.check_call(["scontrol", "requeue", env.job_id], timeout=60)
-                sys.exit(-1)  # no result file: the job is not over, it will run again
+            else:  # the requeue (or rank 0's exit, with --kill-on-bad-exit) ends this task
+                time.sleep(_REQUEUE_WAIT_SECONDS)
+            sys.exit(-1)  # no result file: the job is not over, it will run again
+        if _preemption.stopped():
             outcome.update(
                 status="FAILED",
                 error=f"pre-empted {restarts} times: requeue "
@@ -306,7 +310,7 @@ class SlurmTrials:
                     "trial %d: Slurm job %s, log %s",
                     job.trial_id,
                     job.submitted.job_id,
-                    job.submitted.paths.stdout,
+                    _rank0(job).paths.stdout,
                 )
 
     def _ended(self) -> list[_Job]:
@@ -317,7 +321,7 @@ class SlurmTrials:
             next(iter(self.running.values())).submitted.done(force_check=True)  # one sacct call
         ended = []
         for trial_id, job in list(self.running.items()):
-            if job.submitted.paths.result_pickle.exists() or self._dead(job):
+            if _rank0(job).paths.result_pickle.exists() or self._dead(job):
                 del self.running[trial_id]
                 ended.append(job)
         return ended
@@ -327,7 +331,7 @@ class SlurmTrials:
         return state.upper().split(" ")[0] in _DEAD_STATES
 
     def _result(self, job: _Job) -> dict[str, Any]:
-        pickle_path = job.submitted.paths.result_pickle
+        pickle_path = _rank0(job).paths.result_pickle
         for _ in range(25):  # a finished job's result file may take a moment to appear
             if pickle_path.exists():
                 break
@@ -340,16 +344,16 @@ class SlurmTrials:
                 "error": f"Slurm job {job.submitted.job_id} ended {state} without a result",
             }
         try:
-            outcome = job.submitted.result()
+            outcome = _rank0(job).result()
         except Exception as exc:  # submitit's own failure (e.g. the callable could not load)
-            error = _last_error_line(job.submitted.paths.stderr) or type(exc).__name__
+            error = _last_error_line(_rank0(job).paths.stderr) or type(exc).__name__
             return {"status": "FAILED", "value": None, "error": error}
         assert isinstance(outcome, dict)
         return outcome
 
     def _outcome(self, job: _Job) -> TrialOutcome:
         result = self._result(job)
-        return TrialOutcome(job.trial_id, result.get("error"), str(job.submitted.paths.stdout))
+        return TrialOutcome(job.trial_id, result.get("error"), str(_rank0(job).paths.stdout))
 
     def _job_return(self, job: _Job) -> JobReturn:
         result = self._result(job)
@@ -366,6 +370,11 @@ class SlurmTrials:
         ret.status = JobStatus.FAILED
         ret.return_value = RuntimeError(result.get("error") or "failed")
         return ret
+
+
+def _rank0(job: _Job) -> Any:
+    """The submitit job of the trial's first task (rank 0): the one that reports."""
+    return job.submitted.task(0) if job.submitted.num_tasks > 1 else job.submitted
 
 
 def _last_error_line(path: Path) -> str | None:
