@@ -100,6 +100,7 @@ class SweepDriver:
         self.max_concurrent = max_concurrent
         self.unit = unit
         self._running: dict[int, Job] = {}
+        self._results: dict[int, dict[str, Any]] = {}  # result.json of each ended trial
 
     def trial_dir(self, trial_id: int) -> Path:
         """Where trial ``trial_id`` writes its run (Hydra's ``hydra.sweep.subdir``)."""
@@ -148,6 +149,8 @@ class SweepDriver:
     def _finish(self, outcome: TrialOutcome) -> None:
         job = self._running.pop(outcome.trial_id)
         result = self.read_result(outcome.trial_id)
+        if result is not None:
+            self._results[outcome.trial_id] = result
         error = outcome.error
         if error is None and result is None:
             error = "the trial ended without a result.json (did it call detflow.init().fit()?)"
@@ -179,6 +182,15 @@ class SweepDriver:
         except (OSError, ValueError):
             return None
         return value if isinstance(value, dict) else None
+
+    def _result_of(self, trial_id: int) -> dict[str, Any]:
+        """The trial's last result, read once from disk (on resume) and then kept."""
+        if trial_id not in self._results:
+            result = self.read_result(trial_id)
+            if result is None:
+                return {}
+            self._results[trial_id] = result
+        return self._results[trial_id]
 
     def _load_state(self) -> None:
         path = self.sweep_dir / STATE_FILE
@@ -222,7 +234,7 @@ class SweepDriver:
             ]
         )
         for trial in trials:
-            result = self.read_result(trial.trial_id) or {}
+            result = self._result_of(trial.trial_id)
             writer.writerow(
                 [
                     trial.trial_id,
@@ -244,8 +256,7 @@ class SweepDriver:
         trials = self.searcher.trials()
         batches = 0
         for trial in trials:
-            result = self.read_result(trial.trial_id)
-            batches += int(result.get("batches", 0)) if result else 0
+            batches += int(self._result_of(trial.trial_id).get("batches", 0))
         return SweepSummary(trials, self.searcher.best(), batches)
 
 
