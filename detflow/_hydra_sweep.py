@@ -302,6 +302,10 @@ def _print_summary(summary: SweepSummary, exp: Experiment, sweep_dir: Path) -> N
     if best is not None:
         chosen = " ".join(f"{k}={v}" for k, v in best.hparams.items())
         log.info(
-            "best: trial %d, %s=%s %s", best.trial_id, exp.searcher.metric, best.best_metric, chosen
+            "best: trial %d, %s=%s (at its last rung) %s",
+            best.trial_id,
+            exp.searcher.metric,
+            best.last_metric,
+            chosen,
         )
     log.info("results: %s", sweep_dir / "results.csv")

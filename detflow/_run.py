@@ -30,6 +30,7 @@ from detflow._report import (
     mean_metrics,
     write_record,
 )
+from detflow._tensorboard import ScalarWriter, open_writer
 from detflow._trial import Trial
 from detflow._units import Length
 
@@ -85,6 +86,7 @@ class Run:
         self.world_size = world_size
         self.max_length = max_length or loaded.experiment.searcher.max_length
         self._stop_requested = False
+        self._tensorboard: ScalarWriter | None = None
         #: Set by a multi-process trial (``detflow.pytorch`` over torch.distributed).
         self.collective: Collective | None = None
 
@@ -193,6 +195,8 @@ class Run:
 
         metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.is_chief else None  # noqa: SIM115
         progress = make_progress(plan.target, counters.batches) if self.is_chief else None
+        if self.is_chief:
+            self._tensorboard = open_writer(self.run_dir, start_batches=counters.batches)
         try:
             result = self._loop(
                 trial, plan, counters, store, metrics_file, progress, validation, best
@@ -202,6 +206,8 @@ class Run:
                 progress.close()
             if metrics_file is not None:
                 metrics_file.close()
+            if self._tensorboard is not None:
+                self._tensorboard.close()
         if self.is_chief:
             self._write_result(result, plan)
         return result
@@ -396,6 +402,8 @@ class Run:
                 "time": time.time(),
             },
         )
+        if self._tensorboard is not None:
+            self._tensorboard.write(kind, window.metrics, counters.batches)
 
     def _validate(self, trial: Trial, counters: Counters, metrics_file: Any) -> dict[str, float]:
         start = time.perf_counter()
