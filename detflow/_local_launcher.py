@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import cloudpickle
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from detflow._errors import ConfigError
 from detflow._sweep import TrialOutcome
-from detflow._worker import write_shared_payload
+from detflow._worker import job_return, write_shared_payload
 
 __all__ = ["LocalProcesses"]
 
@@ -256,24 +256,7 @@ class LocalProcesses:
         return TrialOutcome(job.trial_id, result.get("error"), log)
 
     def _job_return(self, job: _Job) -> JobReturn:
-        result = self._result(job)
-        if isinstance(result.get("job_return"), JobReturn):
-            returned: JobReturn = result["job_return"]
-            return returned
-        ret = JobReturn(
-            overrides=job.overrides,
-            cfg=job.config,
-            hydra_cfg=None,
-            working_dir=str(job.dir),
-            task_name="",
-        )
-        if result["status"] == "COMPLETED":
-            ret.status = JobStatus.COMPLETED
-            ret.return_value = result.get("value")
-        else:
-            ret.status = JobStatus.FAILED
-            ret.return_value = RuntimeError(result.get("error") or "failed")
-        return ret
+        return job_return(self._result(job), job.overrides, job.config, job.dir)
 
 
 def _free_port() -> int:

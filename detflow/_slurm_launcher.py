@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 from submitit.slurm.slurm import _make_sbatch_string  # the script submitit submits
@@ -29,7 +29,7 @@ from submitit.slurm.slurm import _make_sbatch_string  # the script submitit subm
 from detflow import _preemption
 from detflow._errors import ConfigError
 from detflow._sweep import TrialOutcome
-from detflow._worker import run_job_outcome, write_shared_payload
+from detflow._worker import job_return, run_job_outcome, write_shared_payload
 
 __all__ = ["SlurmSettings", "SlurmTrials"]
 
@@ -356,20 +356,7 @@ class SlurmTrials:
         return TrialOutcome(job.trial_id, result.get("error"), str(_rank0(job).paths.stdout))
 
     def _job_return(self, job: _Job) -> JobReturn:
-        result = self._result(job)
-        if isinstance(result.get("job_return"), JobReturn):
-            returned: JobReturn = result["job_return"]
-            return returned
-        ret = JobReturn(
-            overrides=job.overrides,
-            cfg=job.config,
-            hydra_cfg=None,
-            working_dir=str(job.dir),
-            task_name="",
-        )
-        ret.status = JobStatus.FAILED
-        ret.return_value = RuntimeError(result.get("error") or "failed")
-        return ret
+        return job_return(self._result(job), job.overrides, job.config, job.dir)
 
 
 def _rank0(job: _Job) -> Any:

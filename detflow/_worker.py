@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+from hydra.core.utils import JobReturn, JobStatus
 
 from detflow import _preemption
 
@@ -27,7 +28,7 @@ def run_job_outcome(shared_path: Path, config: Any) -> dict[str, Any]:
     line), ``traceback`` and Hydra's ``job_return``.
     """
     from hydra.core.singleton import Singleton
-    from hydra.core.utils import JobStatus, run_job, setup_globals
+    from hydra.core.utils import run_job, setup_globals
 
     with open(shared_path, "rb") as handle:
         shared = pickle.load(handle)
@@ -60,6 +61,25 @@ def run_job_outcome(shared_path: Path, config: Any) -> dict[str, Any]:
             ret.return_value = None
     outcome["job_return"] = ret
     return outcome
+
+
+def job_return(
+    result: dict[str, Any], overrides: list[str], config: Any, working_dir: Path
+) -> JobReturn:
+    """Hydra's ``JobReturn`` of a job from its outcome (rebuilt when the job never reported)."""
+    returned = result.get("job_return")
+    if isinstance(returned, JobReturn):
+        return returned
+    ret = JobReturn(
+        overrides=overrides, cfg=config, hydra_cfg=None, working_dir=str(working_dir), task_name=""
+    )
+    if result.get("status") == "COMPLETED":
+        ret.status = JobStatus.COMPLETED
+        ret.return_value = result.get("value")
+    else:
+        ret.status = JobStatus.FAILED
+        ret.return_value = RuntimeError(result.get("error") or "failed")
+    return ret
 
 
 def write_shared_payload(directory: Path, hydra_context: Any, task_function: Any) -> Path:
