@@ -146,6 +146,7 @@ class _Job:
     dir: Path
     parameters: dict[str, Any]
     submitted: Any = None  # submitit.Job
+    result_path: Path | None = None  # rank 0's result file, once submitted
 
 
 class TrialJob:
@@ -305,6 +306,7 @@ class SlurmTrials:
                         TrialJob(self._shared, job.config, self.settings.max_requeues)
                     )
             for job in group:
+                job.result_path = _rank0(job).paths.result_pickle
                 self.running[job.trial_id] = job
                 log.info(
                     "trial %d: Slurm job %s, log %s",
@@ -321,7 +323,7 @@ class SlurmTrials:
             next(iter(self.running.values())).submitted.done(force_check=True)  # one sacct call
         ended = []
         for trial_id, job in list(self.running.items()):
-            if _rank0(job).paths.result_pickle.exists() or self._dead(job):
+            if (job.result_path is not None and job.result_path.exists()) or self._dead(job):
                 del self.running[trial_id]
                 ended.append(job)
         return ended

@@ -121,16 +121,23 @@ class SweepDriver:
                 log.info("resuming trial %d (rung %d)", job.trial_id, job.rung)
                 self._start(job)
             while True:
-                while len(self._running) < self.max_concurrent:
+                asked: list[Job] = []
+                while len(self._running) + len(asked) < self.max_concurrent:
                     new = self.searcher.ask()
                     if new is None:
                         break
-                    self._save_state()
-                    self._start(new)
+                    asked.append(new)
+                if asked:
+                    self._save_state()  # on disk before any of them starts: resume relaunches
+                for job in asked:
+                    self._start(job)
                 if not self._running:
                     break
                 for outcome in self.launcher.wait():
                     self._finish(outcome)
+                # A crash before this save loses nothing: the trials told since the last save
+                # are still in flight there, and on resume they end at once from their results.
+                self._save_state()
             return self.summary()
 
     def _start(self, job: Job) -> None:
@@ -161,7 +168,6 @@ class SweepDriver:
         metric = result.get("metric") if result and error is None else None
         length = Fraction(result["length"]) if result else Fraction(0)
         self.searcher.tell(outcome.trial_id, metric, length, error=error)
-        self._save_state()
         if error is not None:
             where = f" (log: {outcome.log})" if outcome.log else ""
             log.error("trial %d failed: %s%s", outcome.trial_id, error, where)
