@@ -238,7 +238,7 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
         chosen = [f"++{key}={_render(value)}" for key, value in job.hparams.items()]
         hparam_keys = ",".join(k for k in job.hparams if k.startswith("hyperparameters."))
         extra = [
-            "resume=true",
+            "++resume=true",
             f"hydra.sweep.subdir={job.trial_id}",
             f"++hydra.job.env_set.{SEARCHER_KEYS_ENV}={_render(hparam_keys)}",
         ]

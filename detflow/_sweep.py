@@ -216,7 +216,7 @@ class SweepDriver:
 
     def _save_state(self) -> None:
         state = {"version": 1, "searcher": self.searcher.state_dict()}
-        write_atomic(self.sweep_dir / STATE_FILE, json.dumps(state, indent=1).encode())
+        write_atomic(self.sweep_dir / STATE_FILE, json.dumps(state).encode())
         write_atomic(self.sweep_dir / RESULTS_FILE, self.results_csv().encode())
 
     def results_csv(self) -> str:
