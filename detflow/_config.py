@@ -6,6 +6,7 @@ in a single run, a sweep trial and a Slurm job.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -82,8 +83,14 @@ def load_config(
     <Source.CODE: 'code'>
     """
     register_resolvers()
-    root = _as_dictconfig(cfg)
-    container = _container(root)
+    if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
+        # A plain dict (the sweeper validates every point this way): no schema, no defaults
+        # layer, and one OmegaConf round trip less; interpolations are checked on resolving.
+        root = None
+        container = {str(k): v for k, v in copy.deepcopy(dict(cfg)).items()}
+    else:
+        root = _as_dictconfig(cfg)
+        container = _container(root)
     precedence = Precedence.parse(container.get("hparams_precedence", "code"))
     composed = container.get("hyperparameters") or {}
     if not isinstance(composed, Mapping):
@@ -94,7 +101,7 @@ def load_config(
         overrides = _hydra_task_overrides()
     if searcher_keys is None:
         searcher_keys = [k for k in os.environ.get(SEARCHER_KEYS_ENV, "").split(",") if k]
-    default = _defaults_of(root, cfg)
+    default = _defaults_of(root) if root is not None else {}
     override_keys = _hparam_keys(overrides)
     layers = HparamLayers(
         default=default,
@@ -143,7 +150,7 @@ def _container(root: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in container.items()}
 
 
-def _defaults_of(root: DictConfig, cfg: Any) -> dict[str, Any]:
+def _defaults_of(root: DictConfig) -> dict[str, Any]:
     """The ``default`` layer: the schema dataclass's own ``hyperparameters``."""
     schema = OmegaConf.get_type(root)
     if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
@@ -228,6 +235,8 @@ def _hydra_task_overrides() -> list[str]:
 
 
 def _resolve(container: dict[str, Any]) -> dict[str, Any]:
+    if not _has_interpolation(container):
+        return copy.deepcopy(container)
     try:
         cfg = OmegaConf.create(container)
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -235,6 +244,16 @@ def _resolve(container: dict[str, Any]) -> dict[str, Any]:
         raise _config_error(exc, container) from None
     assert isinstance(resolved, dict)
     return {str(k): v for k, v in resolved.items()}
+
+
+def _has_interpolation(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, Mapping):
+        return any(_has_interpolation(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_interpolation(v) for v in value)
+    return False
 
 
 def _config_error(exc: OmegaConfBaseException, container: Mapping[str, Any]) -> ConfigError:
