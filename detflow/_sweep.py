@@ -118,6 +118,10 @@ class SweepDriver:
                 ) from None
             self._load_state()
             for job in self.searcher.in_flight():
+                if self._reached(job):  # it ended before the last save: record, don't rerun
+                    self._running[job.trial_id] = job
+                    self._finish(TrialOutcome(job.trial_id))
+                    continue
                 log.info("resuming trial %d (rung %d)", job.trial_id, job.rung)
                 self._start(job)
             while True:
@@ -180,6 +184,16 @@ class SweepDriver:
                 self.searcher.metric,
                 metric,
             )
+
+    def _reached(self, job: Job) -> bool:
+        """Whether the trial's ``result.json`` says it completed this job's length."""
+        result = self.read_result(job.trial_id)
+        if result is None or result.get("status") != "completed":
+            return False
+        try:
+            return Fraction(result["length"]) >= job.length
+        except (KeyError, ValueError, TypeError, ZeroDivisionError):
+            return False
 
     def read_result(self, trial_id: int) -> dict[str, Any] | None:
         """The trial's ``result.json``, if it wrote one."""

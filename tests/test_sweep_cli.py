@@ -167,7 +167,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path: Pa
     assert kills >= 3
     assert _comparable(rows(tmp_path)) == expected
     resumed = [line for line in final.stdout.splitlines() if "resuming trial" in line]
-    assert len(resumed) <= 1  # only a trial in flight at the kill runs again
+    assert len(resumed) <= 1  # only a trial cut off mid-run by the kill runs again
 
 
 def _told(state_path: Path) -> int:
