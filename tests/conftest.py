@@ -37,6 +37,19 @@ def run_cli(
     )
 
 
+def start_driver(args: list[str], *, cwd: Path, log: Path) -> subprocess.Popen[str]:
+    """Start ``python train.py ARGS`` in the background, its output going to ``log``."""
+    with open(log, "w") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, str(REPO / "train.py"), *args],
+            cwd=cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``cli(*overrides)`` runs train.py with ``hydra.run.dir`` under a temp directory."""

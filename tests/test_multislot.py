@@ -13,12 +13,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_metrics, run_cli
+from conftest import read_metrics, run_cli, start_driver
 from slurm_support import _slurm_must_run_in_ci, needs_slurm
 
 _ = _slurm_must_run_in_ci
@@ -138,15 +137,7 @@ def two_slots_uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _driver(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
     log = tmp_path / "driver.log"
-    handle = open(log, "w")  # noqa: SIM115 - the driver writes it until it ends
-    driver = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), "-m", *args, f"hydra.sweep.dir={tmp_path / 's'}"],
-        cwd=tmp_path,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    driver = start_driver(["-m", *args, f"hydra.sweep.dir={tmp_path / 's'}"], cwd=tmp_path, log=log)
     return driver, log
 
 

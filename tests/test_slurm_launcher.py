@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, read_metrics, run_cli
+from conftest import REPO, read_metrics, run_cli, start_driver
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from pytest import mark
 from slurm_support import _slurm_must_run_in_ci, needs_slurm
@@ -203,6 +203,12 @@ SLOW = [
 ]
 
 
+def _slow_slurm_sweep(tmp_path: Path, log: Path) -> subprocess.Popen[str]:
+    """One slow quadratic trial on Slurm, swept in the background into ``tmp_path/s``."""
+    args = ["-m", "+experiment=quadratic", f"hydra.sweep.dir={tmp_path / 's'}", *SLURM, *SLOW]
+    return start_driver(args, cwd=tmp_path, log=log)
+
+
 def test_three_usr2_preemptions_end_with_the_metrics_of_an_uninterrupted_run(
     tmp_path: Path,
 ) -> None:
@@ -217,36 +223,20 @@ def test_three_usr2_preemptions_end_with_the_metrics_of_an_uninterrupted_run(
     assert reference.returncode == 0, reference.stdout
     out = tmp_path / "driver.log"
     sweep_dir = tmp_path / "s"
-    command = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "-m",
-        "+experiment=quadratic",
-        f"hydra.sweep.dir={sweep_dir}",
-        *SLURM,
-        *SLOW,
-    ]
-    with open(out, "w") as handle:
-        driver = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
-        )
-        deadline = time.monotonic() + 240
-        job = _job_id(out, 0, deadline)
-        for signal_at, restart in ((12, 0), (40, 1), (70, 2)):
-            while time.monotonic() < deadline and not (
-                _restarts(job) == restart
-                and _state(job) == "RUNNING"
-                and _trained(sweep_dir / "0") >= signal_at
-            ):
-                time.sleep(0.05)
-            subprocess.run(["scancel", "--signal=USR2", job], check=True)
-            while time.monotonic() < deadline and _restarts(job) == restart:
-                time.sleep(0.2)
-        assert driver.wait(timeout=max(1, deadline - time.monotonic())) == 0, out.read_text()
+    driver = _slow_slurm_sweep(tmp_path, out)
+    deadline = time.monotonic() + 240
+    job = _job_id(out, 0, deadline)
+    for signal_at, restart in ((12, 0), (40, 1), (70, 2)):
+        while time.monotonic() < deadline and not (
+            _restarts(job) == restart
+            and _state(job) == "RUNNING"
+            and _trained(sweep_dir / "0") >= signal_at
+        ):
+            time.sleep(0.05)
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        while time.monotonic() < deadline and _restarts(job) == restart:
+            time.sleep(0.2)
+    assert driver.wait(timeout=max(1, deadline - time.monotonic())) == 0, out.read_text()
     assert _restarts(job) == 3
     log = (sweep_dir / "0" / "train.log").read_text()
     assert log.count("stopped at batch") == 3 and log.count("resumed from") == 3
@@ -270,31 +260,15 @@ def test_three_usr2_preemptions_end_with_the_metrics_of_an_uninterrupted_run(
 
 def test_a_cancelled_job_is_reported_failed_not_waited_on(tmp_path: Path) -> None:
     out = tmp_path / "driver.log"
-    command = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "-m",
-        "+experiment=quadratic",
-        f"hydra.sweep.dir={tmp_path / 's'}",
-        *SLURM,
-        *SLOW,
-    ]
-    with open(out, "w") as handle:
-        driver = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
-        )
-        deadline = time.monotonic() + 120
-        job = _job_id(out, 0, deadline)
-        while _trained(tmp_path / "s" / "0") < 8 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        subprocess.run(["scancel", job], check=True)
-        cancelled = time.monotonic()
-        assert driver.wait(timeout=60) == 1, out.read_text()
-        assert time.monotonic() - cancelled < 30
+    driver = _slow_slurm_sweep(tmp_path, out)
+    deadline = time.monotonic() + 120
+    job = _job_id(out, 0, deadline)
+    while _trained(tmp_path / "s" / "0") < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subprocess.run(["scancel", job], check=True)
+    cancelled = time.monotonic()
+    assert driver.wait(timeout=60) == 1, out.read_text()
+    assert time.monotonic() - cancelled < 30
     (row,) = rows(tmp_path / "s")
     assert row["status"] == "FAILED"
     assert "CANCELLED" in row["error"] and job in row["error"]
