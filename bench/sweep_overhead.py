@@ -72,11 +72,12 @@ class Side:
     baseline: str | None = None  # the side this one is compared with
 
 
-def _detflow(launcher: str) -> Callable[[int], list[str]]:
+def _detflow(launcher: str, *extra: str) -> Callable[[int], list[str]]:
     def arguments(n: int) -> list[str]:
         return [
             "hydra/sweeper=detflow",
             f"hydra/launcher={launcher}",
+            *extra,
             "searcher.name=random",
             f"searcher.max_trials={n}",
             "searcher.max_concurrent_trials=1",
@@ -88,7 +89,11 @@ def _detflow(launcher: str) -> Callable[[int], list[str]]:
 
 def _basic(launcher: str) -> Callable[[int], list[str]]:
     def arguments(n: int) -> list[str]:
-        extra = ["hydra.launcher.max_parallel=1"] if launcher == "detflow_local" else []
+        extra = {
+            "detflow_local": ["hydra.launcher.max_parallel=1"],
+            # submitit_local starts a whole batch at once: batches of one job each.
+            "submitit_local": ["hydra.sweeper.max_batch_size=1"],
+        }.get(launcher, [])
         return [
             "hydra/sweeper=basic",
             f"hydra/launcher={launcher}",
@@ -119,7 +124,20 @@ SIDES = {
             "detflow random, detflow_local",
             _detflow("detflow_local"),
             False,
-            "hydra_local",
+            "submitit_local",
+        ),
+        Side(
+            "detflow_local_spawn",
+            "detflow random, detflow_local (spawn)",
+            _detflow("detflow_local", "hydra.launcher.start_method=spawn"),
+            False,
+            "submitit_local",
+        ),
+        Side(
+            "submitit_local",
+            "Hydra BasicSweeper, submitit_local",
+            _basic("submitit_local"),
+            False,
         ),
     )
 }
@@ -595,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         plan: list[tuple[str, int]] = [("hydra", args.trials)]
         plan += [("detflow", n) for n in sizes]
         if args.local_trials:
-            plan += [("hydra_local", args.local_trials), ("detflow_local", args.local_trials)]
+            local = ("hydra_local", "submitit_local", "detflow_local", "detflow_local_spawn")
+            plan += [(key, args.local_trials) for key in local]
         plan = [(key, n) for key, n in plan if key in args.sides]
         measurements = []
         for key, n in plan:

@@ -7,6 +7,7 @@ the last good and the best checkpoint; every other checkpoint is removed.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -14,20 +15,44 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["CheckpointStore", "write_atomic"]
+from detflow._errors import ConfigError
+
+__all__ = ["CheckpointStore", "CorruptCheckpoint", "write_atomic"]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half."""
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half.
+
+    A write that fails (a full disk, say) leaves the old file and no temporary one, and
+    raises an ``OSError`` that names ``path``.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        _write_file(tmp, data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise _naming(exc, path) from exc
     _fsync_dir(path.parent)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path``, the file a user knows, rather than a temporary one."""
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _fsync_dir(path: Path) -> None:
@@ -36,6 +61,26 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class CorruptCheckpoint(ConfigError):
+    """A checkpoint (or ``latest.json``) that is there but cannot be read: one line naming
+    the file, why, and what to do.
+
+    Examples
+    --------
+    >>> str(CorruptCheckpoint(Path("run/checkpoints/0000000040/trial.json"),
+    ...                       ValueError("Expecting value"), "delete it"))
+    'run/checkpoints/0000000040/trial.json is corrupt (Expecting value): delete it'
+    """
+
+    def __init__(self, path: Path, reason: BaseException | str, advice: str) -> None:
+        why = str(reason).splitlines()[0] if str(reason) else type(reason).__name__
+        self.key, self.value, self.expected = str(path), why, advice
+        ValueError.__init__(self, f"{path} is corrupt ({why}): {advice}")
+
+    def __reduce__(self) -> tuple[type[CorruptCheckpoint], tuple[Path, str, str]]:
+        return (type(self), (Path(self.key), self.value, self.expected))
 
 
 @dataclass(frozen=True)
@@ -69,23 +114,43 @@ class CheckpointStore:
         metric: float | None,
         smaller_is_better: bool,
     ) -> Path:
-        """Write a checkpoint, point ``latest`` (and ``best`` when it is) at it, prune the rest."""
+        """Write a checkpoint, point ``latest`` (and ``best`` when it is) at it, prune the rest.
+
+        A write that fails (a full disk, say) raises an ``OSError`` naming the file, leaves
+        no temporary file or directory, and leaves ``latest`` at the previous checkpoint.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         name = f"{int(meta['batches']):010d}"
         final = self.root / name
         tmp = self.root / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        _write_trial_state(tmp, trial_state)
-        _write_file(tmp / "state.json", json.dumps({**meta, "metric": metric}).encode())
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            _write_trial_state(tmp, trial_state)
+            _write_file(tmp / "state.json", json.dumps({**meta, "metric": metric}).encode())
+            _fsync_dir(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException as exc:
+            _remove_quietly(tmp)
+            written = getattr(exc, "filename", None)
+            if (
+                isinstance(exc, OSError)
+                and isinstance(written, str)
+                and Path(written).parent == tmp
+            ):
+                raise _naming(exc, final / Path(written).name) from exc
+            raise
         _fsync_dir(self.root)
         pointer = json.dumps({"name": name, "metric": metric}).encode()
-        write_atomic(self.root / "latest.json", pointer)
+        try:
+            write_atomic(self.root / "latest.json", pointer)
+        except OSError:
+            if (self._pointer("latest.json") or {}).get("name") != name:
+                _remove_quietly(final)  # latest still points at the previous checkpoint
+            raise
         best = self._pointer("best.json")
         if metric is not None and (
             best is None
@@ -97,17 +162,54 @@ class CheckpointStore:
         return final
 
     def load(self) -> Loaded | None:
-        """The latest good checkpoint, or ``None`` when there is none."""
-        pointer = self._pointer("latest.json")
-        candidates = [self.root / pointer["name"]] if pointer else []
-        candidates += sorted(self._complete(), reverse=True)
-        for path in candidates:
+        """The latest checkpoint, or ``None`` when there is none.
+
+        ``latest.json`` (written only once its checkpoint is complete) names it; without one,
+        the newest complete checkpoint. A write cut short (a ``.tmp-*`` directory) is not a
+        checkpoint and is ignored; so is a named checkpoint that was deleted (the next newest
+        is used). A checkpoint or ``latest.json`` that is there but cannot be read raises
+        :class:`CorruptCheckpoint`: resuming from an older one, or from scratch, would
+        silently redo (and overwrite) what was trained.
+        """
+        latest = self.root / "latest.json"
+        candidates = sorted(self._complete(), reverse=True)
+        if latest.exists():
             try:
-                meta = json.loads((path / "state.json").read_text())
-                return Loaded(path, meta, _read_trial_state(path))
-            except (OSError, ValueError, EOFError, pickle.UnpicklingError):
-                continue
-        return None
+                pointer = json.loads(latest.read_text())
+                name = pointer["name"]
+                if not isinstance(name, str) or not name.isdigit():
+                    raise ValueError(f"name {name!r} is not a checkpoint directory's")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CorruptCheckpoint(
+                    latest,
+                    exc,
+                    "delete it to resume from the newest complete checkpoint "
+                    f"({candidates[0].name if candidates else 'there is none'}), "
+                    "or start over in a new run directory",
+                ) from None
+            if (self.root / name).is_dir():
+                candidates.insert(0, self.root / name)
+        if not candidates:
+            return None
+        path = candidates[0]
+        earlier = [c.name for c in candidates[1:] if c.name != path.name]
+        advice = (
+            f"delete {path} to resume from "
+            + (f"the checkpoint before it ({earlier[0]})" if earlier else "scratch")
+            + ", or start over in a new run directory"
+        )
+        try:
+            meta = json.loads((path / "state.json").read_text())
+            if not isinstance(meta, dict) or meta.get("batches") != int(path.name):
+                found = meta.get("batches") if isinstance(meta, dict) else meta
+                raise ValueError(f"batches {found!r}, not the {int(path.name)} of its directory")
+        except (OSError, ValueError) as exc:
+            raise CorruptCheckpoint(path / "state.json", exc, advice) from None
+        try:
+            trial_state = _read_trial_state(path)
+        except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+            raise CorruptCheckpoint(_trial_file(path), exc, advice) from None
+        return Loaded(path, meta, trial_state)
 
     def best_path(self) -> Path | None:
         """The best checkpoint by the searcher's metric, if any has a metric."""
@@ -131,19 +233,94 @@ class CheckpointStore:
             p.get("name") for p in (self._pointer("latest.json"), self._pointer("best.json")) if p
         }
         for path in self.root.iterdir():
-            stale_tmp = path.name.startswith(".tmp-")
-            if path.is_dir() and (stale_tmp or (path.name.isdigit() and path.name not in keep)):
+            if path.name.startswith(".") and ".tmp-" in path.name:  # a write cut short
+                _remove_quietly(path)
+            elif path.is_dir() and path.name.isdigit() and path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Write and fsync ``path``; an ``OSError`` names it (a failed flush does not say)."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise _naming(exc, path) from exc
+
+
+#: The globals a ``trial.pkl`` may name (everything else is refused, so unpickling it runs
+#: no code): builtin containers and scalars, ``OrderedDict``, and numpy's arrays, dtypes and
+#: scalars (``numpy._core`` in numpy 2, ``numpy.core`` before; ``_frombuffer``: protocol 5).
+_PICKLE_GLOBALS = frozenset(
+    [
+        *(
+            (module, name)
+            for module in ("builtins", "__builtin__")
+            for name in ("complex", "set", "frozenset", "bytearray", "bytes", "slice", "range")
+        ),
+        ("collections", "OrderedDict"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        *(
+            (f"numpy.{core}.{module}", name)
+            for core in ("core", "_core")
+            for module, name in (
+                ("multiarray", "_reconstruct"),
+                ("multiarray", "scalar"),
+                ("numeric", "_frombuffer"),
+            )
+        ),
+    ]
+)
+_PICKLE_PROTOCOL = 4
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside :data:`_PICKLE_GLOBALS`; nothing was called."""
+
+    def __init__(self, path: Path, module: str, name: str) -> None:
+        self.global_name = f"{module}.{name}"
+        super().__init__(
+            f"{path}: refused to unpickle {self.global_name} (a trial.pkl may hold only "
+            "containers, numbers, strings and numpy arrays)"
+        )
+
+
+class _TrialStateUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only :data:`_PICKLE_GLOBALS`: a ``__reduce__``
+    payload (``os.system``, ``builtins.eval``, ...) is refused before anything runs."""
+
+    def __init__(self, file: IO[bytes], path: Path) -> None:
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise _RefusedGlobal(self.path, module, name)
+        return super().find_class(module, name)
+
+
+def _torch_safe_globals() -> list[Any]:
+    """numpy's array, dtype and scalar reconstruction, for ``torch.load(weights_only=True)``
+    (which refuses them otherwise): the same allow-list as a ``trial.pkl``'s."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return []
+    allowed: list[Any] = [numpy.ndarray, numpy.dtype]
+    allowed += list({type(numpy.dtype(code)) for code in numpy.typecodes["All"]})
+    multiarray = sys.modules.get("numpy._core.multiarray") or sys.modules.get(
+        "numpy.core.multiarray"
+    )
+    if multiarray is not None:
+        allowed += [multiarray._reconstruct, multiarray.scalar]
+    return allowed
 
 
 def _write_trial_state(directory: Path, state: dict[str, Any]) -> None:
+    """``trial.json`` when the state is JSON, else ``trial.pt`` (torch imported) or a
+    ``trial.pkl`` that :func:`_read_trial_state` can read back without running code."""
     try:
         data = json.dumps(state, allow_nan=True).encode()
     except (TypeError, ValueError):
@@ -154,24 +331,59 @@ def _write_trial_state(directory: Path, state: dict[str, Any]) -> None:
     if "torch" in sys.modules:
         import torch
 
-        with open(directory / "trial.pt", "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(directory / "trial.pt", "wb") as handle:
+                torch.save(state, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _naming(exc, directory / "trial.pt") from exc
         return
-    _write_file(directory / "trial.pkl", pickle.dumps(state))
+    data = pickle.dumps(state, protocol=_PICKLE_PROTOCOL)
+    try:  # refused now, when saving, rather than at resume when the training is gone
+        _TrialStateUnpickler(io.BytesIO(data), directory / "trial.pkl").load()
+    except _RefusedGlobal as exc:
+        raise TypeError(
+            f"state_dict() holds a {exc.global_name}, which a checkpoint without torch does "
+            "not restore (it would run code to): return JSON values, numpy arrays, sets, "
+            "tuples, bytes, or import torch to save tensors"
+        ) from None
+    _write_file(directory / "trial.pkl", data)
+
+
+def _trial_file(directory: Path) -> Path:
+    """The file holding the trial's state in a checkpoint directory."""
+    for name in ("trial.json", "trial.pt", "trial.pkl"):
+        if (directory / name).exists():
+            return directory / name
+    return directory / "trial.json"
 
 
 def _read_trial_state(directory: Path) -> dict[str, Any]:
+    """The trial's state, read without running code from the checkpoint: JSON, torch's
+    ``weights_only`` loader, or a ``trial.pkl`` limited to :data:`_PICKLE_GLOBALS`. A file
+    that names anything else raises ``pickle.UnpicklingError`` naming the file and global."""
     if (directory / "trial.json").exists():
         state = json.loads((directory / "trial.json").read_text())
     elif (directory / "trial.pt").exists():
         import torch
 
-        state = torch.load(directory / "trial.pt", weights_only=True)
+        path = directory / "trial.pt"
+        safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+        try:
+            if safe_globals is None:
+                state = torch.load(path, weights_only=True)
+            else:
+                with safe_globals(_torch_safe_globals()):
+                    state = torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as exc:  # weights_only refused a global
+            lines = [line.strip() for line in str(exc).splitlines()] or [type(exc).__name__]
+            why = next((line for line in lines if "GLOBAL" in line), lines[0])
+            raise pickle.UnpicklingError(f"{path}: refused by weights_only ({why})") from None
     else:
-        with open(directory / "trial.pkl", "rb") as handle:
-            state = pickle.load(handle)
+        path = directory / "trial.pkl"
+        with open(path, "rb") as handle:
+            state = _TrialStateUnpickler(handle, path).load()
     if not isinstance(state, dict):
-        raise ValueError(f"{directory}: trial state is not a dict")
+        raise ValueError(f"a {type(state).__name__}, not the dict of the trial's state_dict()")
     return state

@@ -339,7 +339,13 @@ def _plot(args: argparse.Namespace) -> int:
     output = args.output or args.dir / "curves.png"
     yscale = "log" if args.log else "linear" if args.linear else "auto"
     x = Unit(args.x) if args.x else None
-    written = plot_curves(target, output, x=x, yscale=yscale, title=args.title)
+    try:
+        written = plot_curves(target, output, x=x, yscale=yscale, title=args.title)
+    except OSError as exc:  # a directory, a read-only place...
+        why = exc.strerror or str(exc).splitlines()[0]
+        raise CommandError(
+            f"cannot write {output}: {why}; -o takes the PNG file to write"
+        ) from None
     print(f"wrote {written}")
     return 0
 

@@ -20,7 +20,15 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from detflow._errors import ConfigError
 from detflow._experiment import Experiment
-from detflow._merge import HparamLayers, MergedHparams, Precedence, Source, flatten, merge_hparams
+from detflow._merge import (
+    HparamLayers,
+    MergedHparams,
+    Precedence,
+    Source,
+    _check_keys,
+    flatten,
+    merge_hparams,
+)
 from detflow._resolvers import register_resolvers
 
 __all__ = ["SEARCHER_KEYS_ENV", "LoadedConfig", "load_config"]
@@ -95,6 +103,7 @@ def load_config(
     composed = container.get("hyperparameters") or {}
     if not isinstance(composed, Mapping):
         raise ConfigError("hyperparameters", composed, "a mapping of names to values")
+    _check_keys(composed, "")  # before any dotted-key bookkeeping below
     if hparams is not None and not isinstance(hparams, Mapping):
         raise ConfigError("init(hparams=...)", hparams, "a mapping of names to values")
     if overrides is None:
@@ -155,13 +164,19 @@ def _defaults_of(root: DictConfig) -> dict[str, Any]:
     schema = OmegaConf.get_type(root)
     if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
         return {}
-    try:
-        defaults = OmegaConf.to_container(OmegaConf.structured(schema), resolve=False)
-    except OmegaConfBaseException:
-        return {}
-    assert isinstance(defaults, dict)
-    value = defaults.get("hyperparameters") or {}
-    return dict(value) if isinstance(value, Mapping) else {}
+    for spec in dataclasses.fields(schema):
+        if spec.name != "hyperparameters":
+            continue
+        if spec.default_factory is not dataclasses.MISSING:
+            value = spec.default_factory()
+        elif spec.default is not dataclasses.MISSING:
+            value = copy.deepcopy(spec.default)
+        else:
+            return {}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        return dict(value) if isinstance(value, Mapping) else {}
+    return {}
 
 
 def _without_equal(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:

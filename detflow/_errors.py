@@ -20,4 +20,5 @@ class ConfigError(ValueError):
         self.key = key
         self.value = value
         self.expected = expected
-        super().__init__(f"{key} = {value!r} is not valid: expected {expected}")
+        shown = key if key.isprintable() else repr(key)  # a line break in a key: still one line
+        super().__init__(f"{shown} = {value!r} is not valid: expected {expected}")

@@ -6,25 +6,32 @@ Imported lazily by the sweeper plugin; the search itself is :mod:`detflow._sweep
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (
     ChoiceSweep,
+    Glob,
     IntervalSweep,
     Override,
+    OverrideType,
     RangeSweep,
+    Sweep,
 )
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, HydraException
 from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from detflow._config import SEARCHER_KEYS_ENV, load_config
@@ -34,9 +41,9 @@ from detflow._init import TARGET_LENGTH_ENV
 from detflow._search import Job, Searcher, make_searcher
 from detflow._space import Choice, Dimension, Interval, Space
 from detflow._sweep import SweepDriver, SweepSummary, TrialLauncher, TrialOutcome
-from detflow._units import Length
+from detflow._units import Length, _shown
 
-__all__ = ["SweepFailed", "parse_space", "run_sweep"]
+__all__ = ["SweepFailed", "make_launcher", "parse_space", "refuse", "run_sweep"]
 
 log = logging.getLogger("detflow.sweep")
 _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
@@ -46,12 +53,54 @@ class SweepFailed(CompactHydraException):
     """Some trials failed: the sweep ends with a non-zero exit status and this one line."""
 
 
-class SweepRefused(CompactHydraException):
-    """A config error found before any trial started: one line, nothing launched."""
+def refuse(error: ConfigError) -> NoReturn:
+    """End the sweep before any trial starts: ``Error: <one line>`` on stderr, exit status 2,
+    as :func:`detflow.main` does for a single run; the traceback with ``HYDRA_FULL_ERROR=1``.
+
+    (Hydra prints a :class:`CompactHydraException` with a hint line after it; a
+    :class:`SystemExit` passes through Hydra's error reporting untouched.)
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    print(f"Error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _config_error_in(exc: BaseException) -> ConfigError | None:
+    """The :class:`ConfigError` behind ``exc`` (Hydra wraps what a plugin's ``__init__``
+    raises in an ``InstantiationException``), if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConfigError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def make_launcher(
+    hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+) -> Launcher:
+    """The configured launcher, made and set up; a bad ``hydra.launcher.*`` option is refused
+    in one line by :func:`refuse` (not Hydra's two-line "Error in call to target ...")."""
+    from hydra.core.plugins import Plugins
+
+    try:
+        return Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+    except Exception as exc:
+        error = _config_error_in(exc)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        refuse(error)
 
 
 def parse_space(entries: Mapping[str, Any]) -> Space:
     """Dimensions from Hydra's sweep grammar: choice, range, interval, ``tag(log, ...)``.
+
+    Anything else is a :class:`ConfigError` naming ``searcher.space.<key>``, in one line.
 
     Examples
     --------
@@ -63,37 +112,95 @@ def parse_space(entries: Mapping[str, Any]) -> Space:
     parser = OverridesParser.create()
     space: Space = {}
     for key, text in entries.items():
-        raw = text if isinstance(text, str) else _render(text)
+        name = f"searcher.space.{_key_text(key)}"
+        try:
+            raw = text if isinstance(text, str) else _render(text)
+        except ValueError:  # an int of more digits than Python writes
+            raise ConfigError(name, _shown(text), _GRAMMAR) from None
         try:
             override = parser.parse_override(f"{key}={raw}")
         except Exception as exc:  # Hydra's parser raises its own error types
-            raise ConfigError(
-                f"searcher.space.{key}",
-                text,
-                "Hydra sweep grammar: choice(...), range(...), interval(a, b), "
-                f"tag(log, interval(a, b)) ({str(exc).splitlines()[0]})",
-            ) from None
-        space[key] = _dimension(override, f"searcher.space.{key}")
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(name, _shown(text), f"{_GRAMMAR} ({first})") from None
+        if (
+            override.key_or_group != str(key)
+            or override.package is not None
+            or override.type != OverrideType.CHANGE
+        ):
+            raise ConfigError(name, _shown(text), "a dotted config key such as hyperparameters.lr")
+        space[key] = _dimension(override, name)
     return space
 
 
+_GRAMMAR = "Hydra sweep grammar: choice(...), range(...), interval(a, b), tag(log, interval(a, b))"
+#: The most values a choice or a range may have (a range of 10**12 would never end).
+MAX_CHOICES = 10_000
+
+
+def _key_text(key: Any) -> str:
+    """``key`` as an error message names it: as written, or quoted if it would break the line."""
+    text = str(key)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def _dimension(override: Override, key: str) -> Dimension:
+    """The dimension a sweep override describes; a :class:`ConfigError` naming ``key`` if none."""
     value = override.value()
+    text = override.get_value_string()
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
-        assert low is not None and high is not None
-        integer = isinstance(low, int) and isinstance(high, int)
+        if low is None or high is None:
+            raise ConfigError(key, text, "interval(low, high)")
+        integer = all(isinstance(b, int) and not isinstance(b, bool) for b in (low, high))
         try:
-            return Interval(float(low), float(high), log="log" in value.tags, integer=integer)
+            return Interval(_float(low), _float(high), log="log" in value.tags, integer=integer)
         except ConfigError as exc:
             raise ConfigError(key, f"interval({low}, {high})", exc.expected) from None
-    if isinstance(value, RangeSweep):
-        return Choice(tuple(override.sweep_iterator()))
-    if isinstance(value, ChoiceSweep):
+    if isinstance(value, (RangeSweep, ChoiceSweep)):
         if "log" in value.tags:
-            raise ConfigError(key, override.input_line, "tag(log, ...) only on an interval")
-        return Choice(tuple(override.sweep_iterator()))
+            raise ConfigError(key, text, "tag(log, ...) only on an interval")
+        if value.shuffle:  # Hydra shuffles with the global RNG: another order on every run
+            raise ConfigError(
+                key, text, "no shuffle(...): a search space keeps its order (resume relies on it)"
+            )
+        return Choice(_values(override, key))
+    if isinstance(value, (Glob, Sweep)):
+        raise ConfigError(key, text, "values: glob(...) selects config group options only")
     return Choice((value,))
+
+
+def _values(override: Override, key: str) -> tuple[Any, ...]:
+    """The values of a choice or range sweep: at least one, at most :data:`MAX_CHOICES`."""
+    value = override.value()
+    text = override.get_value_string()
+    if isinstance(value, RangeSweep):
+        bounds = (value.start, value.stop, value.step)
+        if not all(
+            isinstance(b, int) or (isinstance(b, float) and math.isfinite(b)) for b in bounds
+        ):
+            raise ConfigError(key, text, "a range of finite numbers: range(start, stop, step)")
+        if value.step == 0:
+            raise ConfigError(key, text, "a range whose step is not 0")
+    try:
+        values = tuple(itertools.islice(override.sweep_iterator(), MAX_CHOICES + 1))
+    except (ValueError, ArithmeticError, HydraException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(key, text, f"{_GRAMMAR} ({first})") from None
+    if len(values) > MAX_CHOICES:
+        raise ConfigError(key, text, f"at most {MAX_CHOICES} values")
+    if not values:
+        raise ConfigError(key, text, "at least one value (a range's step must lead to its stop)")
+    if any(isinstance(v, (Sweep, Glob)) for v in values):
+        raise ConfigError(key, text, "plain values: a sweep inside a sweep has no meaning")
+    return values
+
+
+def _float(bound: Any) -> float:
+    """``bound`` as a float; an int too large for one is an infinite bound (then refused)."""
+    try:
+        return float(bound)
+    except OverflowError:
+        return math.copysign(math.inf, bound)
 
 
 def _render(value: Any) -> str:
@@ -218,9 +325,7 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
         searcher = _make_searcher(plan)
         n_points = _validate_points(plan, searcher)
     except ConfigError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        raise SweepRefused(f"Error: {exc}") from None
+        refuse(exc)
     exp = plan.experiment
     unit = exp.searcher.max_length.unit
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -259,7 +364,10 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
         exp.searcher.max_concurrent_trials,
         unit.value,
     )
-    summary = driver.run()
+    try:
+        summary = driver.run()
+    except ConfigError as exc:  # searcher.json or results.csv of another search; dir locked
+        refuse(exc)
     _print_summary(summary, exp, sweep_dir)
     if summary.failed:
         results = sweep_dir / "results.csv"

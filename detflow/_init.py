@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import random
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from detflow._checkpoint import write_atomic
 from detflow._config import load_config
 from detflow._errors import ConfigError
 from detflow._run import Run, TrialError
@@ -58,8 +61,18 @@ def init(
     run = Run(loaded, directory, max_length=max_length, rank=rank, world_size=world_size)
     if run.is_chief:
         payload = {key: record.to_json() for key, record in loaded.hparams.items()}
-        (directory / "hparams.json").write_text(json.dumps(payload, indent=2) + "\n")
+        _write_if_changed(directory / "hparams.json", json.dumps(payload, indent=2) + "\n")
     return run
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``path`` atomically, unless it holds ``text`` already (a resume leaves it be)."""
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text.encode())
 
 
 def _hydra_output_dir() -> Path | None:
@@ -129,9 +142,87 @@ def main(
                 print(f"Error: {exc}", file=sys.stderr, flush=True)
                 raise SystemExit(2) from None
 
-        wrapped: Callable[[], _T | None] = hydra.main(
+        composed: Callable[[], _T | None] = hydra.main(
             config_path=config_path, config_name=config_name, version_base=version_base
         )(guarded)
+
+        @functools.wraps(composed)
+        def wrapped() -> _T | None:
+            with _composition_errors_in_one_line():
+                return composed()
+
         return wrapped
 
     return decorate
+
+
+@contextlib.contextmanager
+def _composition_errors_in_one_line() -> Iterator[None]:
+    """Hydra's own errors about the command line (an override that does not parse, a value
+    of the wrong type, an unknown key or config) as ``Error: <one line>``, exit status 2.
+
+    Hydra prints them over several lines and a hint; it reports every error of
+    ``hydra.main`` through ``hydra._internal.utils.run_and_report``, which is wrapped here
+    for the duration of the call. Other errors are reported by Hydra as before.
+    """
+    from hydra._internal import utils as hydra_utils
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    report = hydra_utils.run_and_report
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def one_line() -> Any:
+            try:
+                return func()
+            except (ConfigCompositionException, OverrideParseException) as exc:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"Error: {_one_line(exc)}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+
+        return report(one_line)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = report
+
+
+_DETAIL_LINES = ("full_key:", "object_type=", "reference_type=")
+
+
+def _one_line(exc: BaseException) -> str:
+    r"""A Hydra error and the OmegaConf error behind it, in one line.
+
+    Examples
+    --------
+    >>> from hydra.errors import ConfigCompositionException
+    >>> _one_line(ConfigCompositionException(
+    ...     "Could not override 'bogus'.\nTo append to your config use +bogus=1"))
+    "Could not override 'bogus'. To append to your config use +bogus=1"
+    >>> _one_line(ConfigCompositionException(
+    ...     "Could not find 'experiment/x'\n\nAvailable options in 'experiment':\n\ta\n\tb"
+    ...     "\nConfig search path:\n\tprovider=main"))
+    "Could not find 'experiment/x'; Available options in 'experiment': a, b"
+    """
+    parts = [str(exc)]
+    if exc.__cause__ is not None and str(exc.__cause__) not in parts[0]:
+        parts.append(str(exc.__cause__))
+    text = ""
+    for part in parts:
+        for line in part.splitlines():
+            item = line.strip()
+            if item == "Config search path:":
+                break
+            if not item or item.startswith(_DETAIL_LINES):
+                continue
+            if not text:
+                text = re.sub(r"^Error merging override ", "cannot merge override ", item)
+            elif line.startswith("\t") and text.endswith(":"):
+                text += f" {item}"
+            elif line.startswith("\t"):
+                text += f", {item}"
+            else:
+                text += f" {item}" if text.endswith(".") else f"; {item}"
+    return text or type(exc).__name__

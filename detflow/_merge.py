@@ -150,7 +150,17 @@ def _owner(sources: Mapping[str, Source], key: str) -> tuple[str, Source | None]
         if key.startswith(path + "."):  # a scalar replaced the mapping holding key
             return path, source
     below = [source for path, source in sources.items() if path.startswith(key + ".")]
-    return key, (max(below, key=_LAYER_ORDER.index) if below else None)
+    if below:
+        return key, max(below, key=_LAYER_ORDER.index)
+    # Gone: a scalar replaced a mapping above key, then a higher layer put a mapping back
+    # without key. The mapping's owner is the highest layer among its leaves.
+    parts = key.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        ancestor = ".".join(parts[:end])
+        inside = [source for path, source in sources.items() if path.startswith(ancestor + ".")]
+        if inside:
+            return ancestor, max(inside, key=_LAYER_ORDER.index)
+    return key, None
 
 
 _LAYER_ORDER = list(Source)

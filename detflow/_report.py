@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter, mul
-from typing import Any, TextIO
+from pathlib import Path
+from typing import Any
 
-__all__ = ["Counters", "Window", "format_line", "mean_metrics"]
+__all__ = ["Counters", "MetricsFile", "Window", "format_line", "mean_metrics"]
 
 
 @dataclass
@@ -106,7 +109,46 @@ def _weighted_means(
     }
 
 
-def write_record(handle: TextIO, record: Mapping[str, Any]) -> None:
-    """Append one JSON line and flush it to the OS."""
-    handle.write(json.dumps(record, allow_nan=True) + "\n")
-    handle.flush()
+class MetricsFile:
+    """``metrics.jsonl`` opened for appending: one JSON line per record, each whole or absent.
+
+    Every :meth:`write` reaches the operating system at once (a killed process loses no
+    reported record). When an append fails (a full disk, say), the file is cut back to where
+    it stood, so it never ends in a partial line, and the error is raised as an ``OSError``
+    whose ``filename`` is this file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> metrics = MetricsFile(Path(tempfile.mkdtemp()) / "metrics.jsonl")
+    >>> metrics.write({"kind": "train", "batches": 1})
+    >>> metrics.close()
+    >>> metrics.path.read_text()
+    '{"kind": "train", "batches": 1}\\n'
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append ``record`` as one line, or leave the file as it was and raise ``OSError``."""
+        assert self._fd is not None, "write after close"
+        data = memoryview((json.dumps(record, allow_nan=True) + "\n").encode())
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while data:  # a full disk may take part of a write before refusing the rest
+                data = data[os.write(self._fd, data) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # else resume skips the line cut short
+                os.ftruncate(self._fd, start)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+
+    def close(self) -> None:
+        """Close the file (nothing is buffered: every record was written at once)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)

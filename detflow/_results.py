@@ -1,8 +1,11 @@
 """Run and sweep directories read back: what ``detflow summary``, ``plot`` and ``explain`` show.
 
-Reading is tolerant: a sweep that is still running, a trial that has not written its
-``result.json`` yet, a ``metrics.jsonl`` whose last line was cut short all read as far as
-they go. Nothing here writes.
+Reading is tolerant of what a live run leaves: a sweep that is still running, a trial that
+has not written its ``result.json`` yet, a ``metrics.jsonl`` whose last line was cut short all
+read as far as they go. Files detflow writes whole (atomically) are not: a ``hparams.json``,
+``result.json``, ``searcher.json`` or ``results.csv`` that cannot be read, or a finished trial
+whose directory is gone, is a :class:`NotResultsError` naming the file, rather than a table
+that silently leaves it out. Nothing here writes.
 
 A *run directory* holds ``hparams.json``, ``metrics.jsonl`` and, once ``fit`` returned,
 ``result.json`` (and Hydra's ``.hydra/config.yaml``). A *sweep directory* holds
@@ -40,7 +43,9 @@ from detflow._errors import ConfigError
 from detflow._units import BatchMath, Length, Unit, parse_length
 
 __all__ = [
+    "STATUSES",
     "Hparam",
+    "MalformedResults",
     "NotResultsError",
     "RunDir",
     "SweepDir",
@@ -50,6 +55,7 @@ __all__ = [
     "load",
     "read_config",
     "read_metrics",
+    "read_results_csv",
 ]
 
 UNFINISHED = "unfinished (no result.json: still running, or failed; see its train.log)"
@@ -63,6 +69,25 @@ ACCEPTED = "the output directory of `python train.py ...` (a run) or `... -m ...
 
 class NotResultsError(ValueError):
     """The path is not a run or sweep directory; the message is one line saying why."""
+
+
+class MalformedResults(NotResultsError):
+    """A ``results.csv`` row that detflow's sweeper did not write: ``why`` says what is wrong.
+
+    >>> print(MalformedResults(Path("s/results.csv"), 3, "x,y", "2 cells, the header has 10"))
+    s/results.csv row 3 'x,y' is not a trial as detflow's sweeper writes it
+    (2 cells, the header has 10): delete the file to rebuild it from searcher.json
+    """
+
+    def __init__(self, path: Path, row: int, text: str, why: str) -> None:
+        self.path, self.row, self.text, self.why = path, row, text, why
+        super().__init__(
+            f"{path} row {row} {text[:60]!r} is not a trial as detflow's sweeper writes it "
+            f"({why}): delete the file to rebuild it from searcher.json"
+        )
+
+    def __reduce__(self) -> tuple[type[MalformedResults], tuple[Path, int, str, str]]:
+        return (type(self), (self.path, self.row, self.text, self.why))
 
 
 @dataclass(frozen=True)
@@ -260,8 +285,8 @@ def load(path: Path) -> RunDir | SweepDir:
 
 
 def load_run(path: Path) -> RunDir:
-    """Read a run directory; every file is optional."""
-    raw = _read_json(path / "hparams.json")
+    """Read a run directory; every file is optional, but one that is there must be readable."""
+    raw = _read_json_object(path / "hparams.json")
     hparams: dict[str, Hparam] = {}
     if isinstance(raw, dict):
         for key, entry in raw.items():
@@ -272,11 +297,10 @@ def load_run(path: Path) -> RunDir:
                     str(entry.get("source", "?")),
                     entry.get("expression"),
                 )
-    result = _read_json(path / "result.json")
     return RunDir(
         path,
         hparams,
-        result if isinstance(result, dict) else None,
+        _read_json_object(path / "result.json"),
         read_config(path / ".hydra" / "config.yaml"),
     )
 
@@ -307,13 +331,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def load_sweep(path: Path) -> SweepDir:
     """Read a sweep directory, whole or still being written; trials ranked best first."""
-    state = _read_json(path / STATE_FILE)
+    state = _read_json_object(path / STATE_FILE)
     searcher = state.get("searcher") if isinstance(state, dict) else None
     searcher = searcher if isinstance(searcher, dict) else {}
     settings = searcher.get("settings") if isinstance(searcher.get("settings"), dict) else {}
     assert isinstance(settings, dict)
     rung_lengths = tuple(_fraction(x) or Fraction(0) for x in settings.get("rung_lengths", []))
-    header, rows = _read_csv(path / RESULTS_FILE)
+    header, rows = read_results_csv(path / RESULTS_FILE)
 
     trials: dict[int, dict[str, Any]] = {}
     keys: list[str] = []
@@ -323,9 +347,7 @@ def load_sweep(path: Path) -> SweepDir:
         unit_text = lengths[0].removeprefix("length_") if lengths else None
         keys = [c for c in header if c not in (*_FIXED_COLUMNS, *_TAIL_COLUMNS, *lengths)]
         for row in rows:
-            trial_id = _int(row.get("trial_id"))
-            if trial_id is None:
-                continue
+            trial_id = int(row["trial_id"])
             trials[trial_id] = {
                 "status": row.get("status") or "UNKNOWN",
                 "rung": _int(row.get("rung")) or 0,
@@ -335,9 +357,16 @@ def load_sweep(path: Path) -> SweepDir:
                 "best_metric": _float(row.get("best_metric")),
                 "last_metric": _float(row.get("last_metric")),
                 "error": row.get("error") or None,
-                "dir": Path(row["dir"]) if row.get("dir") else path / str(trial_id),
+                "dir": _trial_dir(path, trial_id, row.get("dir")),
             }
     _merge_state(path, trials, searcher, rung_lengths, keys)
+    for trial_id, t in trials.items():
+        if t.get("status") in ("COMPLETED", "STOPPED_EARLY") and not Path(t["dir"]).is_dir():
+            raise NotResultsError(
+                f"{path / RESULTS_FILE} lists trial {trial_id} ({t['status']}) in {t['dir']}, "
+                "which does not exist: restore that directory (a moved sweep finds its trials "
+                "in SWEEP_DIR/<trial id>)"
+            )
     if not trials:
         _from_run_dirs(path, trials, keys)
 
@@ -546,11 +575,32 @@ def _first_run(path: Path, trials: Mapping[int, Mapping[str, Any]]) -> RunDir | 
     return None
 
 
-def _read_json(path: Path) -> Any:
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object detflow wrote whole; ``None`` when the file is not there (yet)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NotResultsError(
+            f"{path} is corrupt ({why}): expected the JSON object detflow writes there; "
+            "restore it, or move it away to read the rest without it"
+        ) from None
+    if not isinstance(value, dict):
+        raise NotResultsError(
+            f"{path} holds a JSON {type(value).__name__}: expected the JSON object detflow "
+            "writes there; restore it, or move it away to read the rest without it"
+        )
+    return value
+
+
+def _trial_dir(sweep: Path, trial_id: int, recorded: str | None) -> Path:
+    """Where a trial's run directory is: as recorded, else in the sweep directory (moved)."""
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    here = sweep / str(trial_id)
+    return here if here.is_dir() or not recorded else Path(recorded)
 
 
 def read_config(path: Path) -> dict[str, Any] | None:
@@ -568,14 +618,70 @@ def read_config(path: Path) -> dict[str, Any] | None:
     return {str(k): v for k, v in container.items()}
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+STATUSES = ("COMPLETED", "STOPPED_EARLY", "FAILED", "RUNNING", "PENDING")
+
+
+def read_results_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """``results.csv``'s header and rows; ``([], [])`` when there is none yet.
+
+    It is written whole (atomically) by detflow's sweeper, so a row that does not read as
+    one of its trials is a :class:`MalformedResults`, never skipped.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "results.csv"
+    >>> _ = p.write_text("trial_id,status,rung,batches\\n0,COMPLETED,0,12\\n")
+    >>> read_results_csv(p)
+    (['trial_id', 'status', 'rung', 'batches'], [{'trial_id': '0', 'status': 'COMPLETED', \
+'rung': '0', 'batches': '12'}])
+    """
     try:
         with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows = [row for row in reader if None not in row]  # skip a row cut short
-            return list(reader.fieldnames or []), rows
-    except (OSError, csv.Error):
+            table = [cells for cells in csv.reader(handle) if cells]
+    except FileNotFoundError:
         return [], []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MalformedResults(path, 0, "", str(exc).splitlines()[0]) from None
+    if not table:
+        return [], []
+    header, *body = table
+    missing = [name for name in _FIXED_COLUMNS if name not in header]
+    if missing or len(set(header)) != len(header):
+        what = f"no {', '.join(missing)} column" if missing else "a column name repeats"
+        raise MalformedResults(path, 0, ",".join(header), f"the header has {what}")
+    rows: list[dict[str, str]] = []
+    for number, cells in enumerate(body, start=1):
+        text = ",".join(cells)
+        if len(cells) != len(header):
+            raise MalformedResults(
+                path, number, text, f"{len(cells)} cells, the header has {len(header)}"
+            )
+        row = dict(zip(header, cells, strict=True))
+        why = _bad_cell(row)
+        if why is not None:
+            raise MalformedResults(path, number, text, why)
+        rows.append(row)
+    return header, rows
+
+
+def _bad_cell(row: Mapping[str, str]) -> str | None:
+    """What is wrong with a ``results.csv`` row's fixed columns, if anything."""
+    trial_id, rung = _int(row["trial_id"]), _int(row["rung"])
+    if trial_id is None or trial_id < 0:
+        return f"trial_id {row['trial_id']!r} is not a trial number"
+    if row["status"] not in STATUSES:
+        return f"status {row['status']!r} is not one of {', '.join(STATUSES)}"
+    if rung is None or rung < 0:
+        return f"rung {row['rung']!r} is not a rung number"
+    for name, value in row.items():
+        if not value:
+            continue
+        if name == "batches" and _int(value) is None:
+            return f"batches {value!r} is not an integer"
+        if name in ("best_metric", "last_metric") and _float(value) is None:
+            return f"{name} {value!r} is not a number"
+        if name.startswith("length_") and _fraction(value) is None:
+            return f"{name} {value!r} is not a number"
+    return None
 
 
 def _int(text: Any) -> int | None:

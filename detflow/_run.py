@@ -9,7 +9,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -24,11 +25,11 @@ from detflow._experiment import Experiment
 from detflow._progress import make_progress
 from detflow._report import (
     Counters,
+    MetricsFile,
     Window,
     format_line,
     format_metrics,
     mean_metrics,
-    write_record,
 )
 from detflow._tensorboard import ScalarWriter, open_writer
 from detflow._trial import Trial
@@ -40,7 +41,31 @@ log = logging.getLogger("detflow")
 
 
 class TrialError(RuntimeError):
-    """The trial itself failed (a loss that is not finite, data that yields nothing)."""
+    """The trial itself failed (a loss that is not finite, data that yields nothing), or
+    the harness could not write its files (a full disk): one line that says why."""
+
+
+def _write_error(exc: OSError, where: str = "") -> TrialError:
+    """A one-line :class:`TrialError` for an ``OSError`` of the harness's own writes.
+
+    >>> str(_write_error(OSError(28, "No space left on device", "/runs/a/metrics.jsonl")))
+    'cannot write /runs/a/metrics.jsonl: No space left on device; rerun with resume=true to
+    continue from the last checkpoint'
+    """
+    name = exc.filename if exc.filename is not None else where or "the run directory"
+    return TrialError(
+        f"cannot write {name}: {exc.strerror or exc}; "
+        "rerun with resume=true to continue from the last checkpoint"
+    )
+
+
+@contextmanager
+def _writing(where: str = "") -> Iterator[None]:
+    """Turn an ``OSError`` of the harness's own writes into a one-line :class:`TrialError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(exc, where) from exc
 
 
 @dataclass(frozen=True)
@@ -181,36 +206,52 @@ class Run:
             best = meta.get("best_metric")
             trial.load_state_dict(loaded.trial_state)
             _set_rng_state(meta.get("rng") or {})
-            if self.is_chief:
+        if self.is_chief:  # reports past the checkpoint (all, without one) will be redone
+            with _writing():
                 _truncate_metrics(self.run_dir / "metrics.jsonl", counters.batches)
-            if self.is_chief:
-                log.info(
-                    "resumed from %s: %d batches, %d records, %d steps, %d epochs",
-                    loaded.path,
-                    counters.batches,
-                    counters.records,
-                    counters.steps(a),
-                    counters.epochs,
-                )
+        if loaded is not None and self.is_chief:
+            log.info(
+                "resumed from %s: %d batches, %d records, %d steps, %d epochs",
+                loaded.path,
+                counters.batches,
+                counters.records,
+                counters.steps(a),
+                counters.epochs,
+            )
 
-        metrics_file = open(self.run_dir / "metrics.jsonl", "a") if self.is_chief else None  # noqa: SIM115
-        progress = make_progress(plan.target, counters.batches) if self.is_chief else None
+        metrics_file = None
         if self.is_chief:
-            self._tensorboard = open_writer(self.run_dir, start_batches=counters.batches)
+            with _writing():
+                metrics_file = MetricsFile(self.run_dir / "metrics.jsonl")
+                self._tensorboard = open_writer(self.run_dir, start_batches=counters.batches)
+        progress = make_progress(plan.target, counters.batches) if self.is_chief else None
         try:
             result = self._loop(
                 trial, plan, counters, store, metrics_file, progress, validation, best
             )
-        finally:
-            if progress is not None:
-                progress.close()
-            if metrics_file is not None:
-                metrics_file.close()
-            if self._tensorboard is not None:
-                self._tensorboard.close()
+        except BaseException:
+            self._close(progress, metrics_file, failing=True)
+            raise
+        self._close(progress, metrics_file, failing=False)
         if self.is_chief:
-            self._write_result(result, plan)
+            with _writing():
+                self._write_result(result, plan)
         return result
+
+    def _close(self, progress: Any, metrics_file: MetricsFile | None, *, failing: bool) -> None:
+        """Close what :meth:`fit` opened; while failing, a second error would hide the first."""
+        if progress is not None:
+            progress.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        writer, self._tensorboard = self._tensorboard, None
+        if writer is not None:
+            try:
+                with _writing(writer.log_dir):
+                    writer.close()
+            except TrialError:
+                if not failing:
+                    raise
 
     def _write_result(self, result: FitResult, plan: _Plan) -> None:
         """``result.json``: how the run ended, read by the sweeper and ``detflow summary``."""
@@ -241,7 +282,7 @@ class Run:
         plan: _Plan,
         counters: Counters,
         store: CheckpointStore,
-        metrics_file: Any,
+        metrics_file: MetricsFile | None,
         progress: Any,
         validation: dict[str, float],
         best: float | None,
@@ -373,7 +414,12 @@ class Run:
         return Window(round(records), window.batches, window.seconds, metrics)
 
     def _report(
-        self, kind: str, verb: str, window: Window, counters: Counters, metrics_file: Any
+        self,
+        kind: str,
+        verb: str,
+        window: Window,
+        counters: Counters,
+        metrics_file: MetricsFile | None,
     ) -> None:
         if not self.is_chief:
             return
@@ -385,27 +431,31 @@ class Run:
                 "training" if kind == "train" else "validation",
                 format_metrics(window.metrics),
             )
-        write_record(
-            metrics_file,
-            {
-                "kind": kind,
-                "records": counters.records,
-                "batches": counters.batches,
-                "steps": counters.steps(self.experiment.aggregation_frequency),
-                "epochs": counters.epochs,
-                "metrics": window.metrics,
-                "window": {
-                    "records": window.records,
-                    "batches": window.batches,
-                    "seconds": window.seconds,
-                },
-                "time": time.time(),
+        assert metrics_file is not None  # the chief always has one
+        record = {
+            "kind": kind,
+            "records": counters.records,
+            "batches": counters.batches,
+            "steps": counters.steps(self.experiment.aggregation_frequency),
+            "epochs": counters.epochs,
+            "metrics": window.metrics,
+            "window": {
+                "records": window.records,
+                "batches": window.batches,
+                "seconds": window.seconds,
             },
-        )
-        if self._tensorboard is not None:
-            self._tensorboard.write(kind, window.metrics, counters.batches)
+            "time": time.time(),
+        }
+        try:
+            metrics_file.write(record)
+            if self._tensorboard is not None:
+                self._tensorboard.write(kind, window.metrics, counters.batches)
+        except OSError as exc:
+            raise _write_error(exc, self._tensorboard.log_dir if self._tensorboard else "") from exc
 
-    def _validate(self, trial: Trial, counters: Counters, metrics_file: Any) -> dict[str, float]:
+    def _validate(
+        self, trial: Trial, counters: Counters, metrics_file: MetricsFile | None
+    ) -> dict[str, float]:
         start = time.perf_counter()
         custom = trial.evaluate()
         if custom is not None:
@@ -449,7 +499,8 @@ class Run:
             "rng": _rng_state(),
         }
         metric = validation.get(self.experiment.searcher.metric) if validated_now else None
-        store.save(meta, state, metric, self.experiment.searcher.smaller_is_better)
+        with _writing(str(store.root)):
+            store.save(meta, state, metric, self.experiment.searcher.smaller_is_better)
 
 
 def _requeued() -> bool:

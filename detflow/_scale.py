@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from detflow._errors import ConfigError
+from detflow._units import _shown
 
 __all__ = ["ScaleRule", "apply_rule", "scale_factor", "scaled"]
 
@@ -83,17 +84,26 @@ def scale_factor(
     )
     for key, value in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(key, value, "a positive integer (df.scale reads it)")
+            raise ConfigError(key, _shown(value), "a positive integer (df.scale reads it)")
     assert isinstance(global_batch_size, int) and isinstance(aggregation_frequency, int)
     assert isinstance(base_batch_size, int)
     try:
-        return global_batch_size * aggregation_frequency / base_batch_size
+        factor = global_batch_size * aggregation_frequency / base_batch_size
     except OverflowError:
+        factor = math.inf
+    if factor == 0:  # base_batch_size so large that k underflows: inverse rules would divide by 0
+        raise ConfigError(
+            "hyperparameters.base_batch_size",
+            _shown(base_batch_size),
+            "a batch size whose scale factor k is a positive float",
+        )
+    if not math.isfinite(factor):
         raise ConfigError(
             "hyperparameters.global_batch_size",
-            global_batch_size,
+            _shown(global_batch_size),
             "a batch size whose scale factor fits a float",
-        ) from None
+        )
+    return factor
 
 
 def apply_rule(value: object, rule: object, factor: float, key: str = "df.scale") -> float | int:
@@ -113,8 +123,15 @@ def apply_rule(value: object, rule: object, factor: float, key: str = "df.scale"
     detflow._errors.ConfigError: df.scale = 0.99 is not valid: ...
     """
     parsed = parse_rule(rule, key)
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not _finite(factor)
+        or factor <= 0
+    ):
+        raise ConfigError("k", _shown(factor), "a positive, finite scale factor")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
-        raise ConfigError(key, value, "a finite number to scale")
+        raise ConfigError(key, _shown(value), "a finite number to scale")
     if parsed is ScaleRule.LINEAR:
         result = value * factor
     elif parsed is ScaleRule.SQRT:
@@ -138,7 +155,9 @@ def apply_rule(value: object, rule: object, factor: float, key: str = "df.scale"
     else:
         result = value
     if not _finite(result):
-        raise ConfigError(key, value, f"a value that stays finite when scaled by k={_fmt(factor)}")
+        raise ConfigError(
+            key, _shown(value), f"a value that stays finite when scaled by k={_fmt(factor)}"
+        )
     if isinstance(value, int):
         return round(result)
     return float(result)

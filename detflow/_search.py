@@ -28,6 +28,7 @@ from typing import Any
 
 from detflow._errors import ConfigError
 from detflow._space import Choice, Space, grid_points, sample
+from detflow._units import _shown
 
 __all__ = [
     "AshaSearcher",
@@ -105,15 +106,26 @@ def _fraction_str(value: Fraction) -> str:
     return f"{value.numerator}/{value.denominator}"
 
 
-def _check_count(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(key, value, f"an integer >= {minimum}")
+#: The most rungs ASHA may have: with divisor >= 2 the lowest is then max_length / 2**63,
+#: less than any count; more would only make ever-larger numbers (10**6 rungs: a hang).
+MAX_RUNGS = 64
+
+
+def _check_count(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        expected = f"an integer >= {minimum}" if maximum is None else f"{minimum} to {maximum}"
+        raise ConfigError(key, _shown(value), expected)
     return value
 
 
 def _check_length(value: int | Fraction) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, int | Fraction) or value <= 0:
-        raise ConfigError("searcher.max_length", value, "a positive length")
+        raise ConfigError("searcher.max_length", _shown(value), "a positive length")
     return Fraction(value)
 
 
@@ -500,7 +512,7 @@ class AshaSearcher(RandomSearcher):
             smaller_is_better=smaller_is_better,
         )
         self.divisor = _check_count("searcher.divisor", divisor, 2)
-        _check_count("searcher.max_rungs", max_rungs, 1)
+        _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
         self.rung_lengths = asha_rungs(self.max_length, divisor, max_rungs, steps_of)
 
     def _promotion(self) -> int | None:
@@ -547,7 +559,7 @@ def make_searcher(
     """
     _check_count("searcher.max_trials", max_trials, 1)
     _check_count("searcher.divisor", divisor, 2)
-    _check_count("searcher.max_rungs", max_rungs, 1)
+    _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
     common: dict[str, Any] = {"metric": metric, "smaller_is_better": smaller_is_better}
     if name == "single":
         for key, dim in sorted(space.items()):
@@ -571,4 +583,4 @@ def make_searcher(
             steps_of=steps_of,
             **common,
         )
-    raise ConfigError("searcher.name", name, "one of single, grid, random, asha")
+    raise ConfigError("searcher.name", _shown(name), "one of single, grid, random, asha")

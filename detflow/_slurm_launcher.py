@@ -28,7 +28,8 @@ from submitit.slurm.slurm import _make_sbatch_string  # the script submitit subm
 
 from detflow import _preemption
 from detflow._errors import ConfigError
-from detflow._slurm_settings import SlurmSettings
+from detflow._local_launcher import private_directory
+from detflow._slurm_settings import SlurmSettings, _check_line
 from detflow._sweep import TrialOutcome
 from detflow._worker import job_return, run_job_outcome, write_shared_payload
 
@@ -117,6 +118,9 @@ class SlurmTrials:
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.config = config
+        # Checked before anything is composed or submitted: what goes into sbatch lines.
+        _check_line("hydra.job.name", str(config.hydra.job.name))
+        _check_line("hydra.sweep.dir", str(self._folder()))
 
     # -- the sweeper's interface -------------------------------------------------------------
     def start(self, trial_id: int, overrides: list[str]) -> None:
@@ -183,6 +187,7 @@ class SlurmTrials:
         slots = int(OmegaConf.select(config, "resources.slots_per_trial", default=1) or 1)
         params = self.settings.parameters(slots)
         params["job_name"] = str(config.hydra.job.name)
+        _check_line("hydra.job.name", params["job_name"])  # a trial's own override
         # The job imports the task's modules as this process did: same script directory.
         params["setup"] = [
             f"export PYTHONPATH={shlex.quote(sys.path[0])}${{PYTHONPATH:+:$PYTHONPATH}}",
@@ -195,8 +200,13 @@ class SlurmTrials:
         assert self.config is not None
         return Path(str(self.config.hydra.sweep.dir)).absolute()
 
+    def _folder(self) -> Path:
+        """submitit's folder (``%j``: the job id); its path goes into ``#SBATCH`` lines."""
+        return self._sweep_dir() / self.settings.submitit_folder
+
     def _executor(self, parameters: dict[str, Any]) -> submitit.SlurmExecutor:
-        folder = self._sweep_dir() / self.settings.submitit_folder
+        folder = self._folder()
+        _check_line("hydra.sweep.dir", str(folder))
         executor = submitit.SlurmExecutor(
             folder=folder, python=self.settings.python, max_num_timeout=0
         )
@@ -207,9 +217,12 @@ class SlurmTrials:
         if not self.queued:
             return
         if self._shared is None:
-            self._shared = write_shared_payload(
-                self._sweep_dir() / ".detflow", self.hydra_context, self.task_function
-            )
+            # Jobs unpickle what is written here and in submitit's folder: owner only (0700).
+            private = private_directory(self._sweep_dir() / ".detflow")
+            static = _static_prefix(self._folder())
+            if private not in (static, *static.parents):  # a submitit_folder elsewhere
+                private_directory(static)
+            self._shared = write_shared_payload(private, self.hydra_context, self.task_function)
         queued, self.queued = self.queued, []
         for group in _groups(queued):
             executor = self._executor(group[0].parameters)
@@ -273,6 +286,16 @@ class SlurmTrials:
 
     def _job_return(self, job: _Job) -> JobReturn:
         return job_return(self._result(job), job.overrides, job.config, job.dir)
+
+
+def _static_prefix(folder: Path) -> Path:
+    """The part of submitit's folder before its first ``%`` pattern (``%j``)."""
+    parts = []
+    for part in folder.parts:
+        if "%" in part:
+            break
+        parts.append(part)
+    return Path(*parts)
 
 
 def _rank0(job: _Job) -> Any:

@@ -66,6 +66,20 @@ class Interval:
 
 
 Dimension: TypeAlias = Choice | Interval
+#: The most points a grid may have: every one is validated, then trained.
+MAX_GRID_POINTS = 100_000
+
+
+class _Text:
+    """A value already written as text in an error message (its repr is that text)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 Space: TypeAlias = dict[str, Dimension]
 
 
@@ -75,12 +89,25 @@ def _draw(dim: Dimension, rng: random.Random) -> Any:
     if dim.integer and not dim.log:
         return rng.randint(math.ceil(dim.low), math.floor(dim.high))
     if dim.log:
-        value = math.exp(rng.uniform(math.log(dim.low), math.log(dim.high)))
+        try:
+            value = math.exp(_uniform(math.log(dim.low), math.log(dim.high), rng))
+        except OverflowError:  # exp(log(x)) a hair above the largest float
+            value = dim.high
     else:
-        value = rng.uniform(dim.low, dim.high)
+        value = _uniform(dim.low, dim.high, rng)
     if dim.integer:
         return min(max(round(value), math.ceil(dim.low)), math.floor(dim.high))
     return min(max(value, dim.low), dim.high)  # exp(log(x)) may stray by an ulp
+
+
+def _uniform(low: float, high: float, rng: random.Random) -> float:
+    """``rng.uniform(low, high)``, also where ``high - low`` exceeds float's range
+    (``interval(-1e308, 1e308)``: ``uniform`` would give inf, or nan when it draws 0)."""
+    u = rng.random()
+    span = high - low
+    if math.isfinite(span):
+        return low + span * u  # exactly what rng.uniform computes
+    return low * (1.0 - u) + high * u
 
 
 def sample(space: Space, rng: random.Random) -> dict[str, Any]:
@@ -103,7 +130,8 @@ def sample(space: Space, rng: random.Random) -> dict[str, Any]:
 def grid_points(space: Space) -> list[dict[str, Any]]:
     """Every combination of the choices: keys in sorted order, the last key varying fastest.
 
-    Raises :class:`ConfigError` naming the first key whose dimension is an interval.
+    Raises :class:`ConfigError` naming the first key whose dimension is an interval, or
+    ``searcher.space`` when the grid has more than :data:`MAX_GRID_POINTS` points.
 
     Examples
     --------
@@ -123,4 +151,11 @@ def grid_points(space: Space) -> list[dict[str, Any]]:
                 "discrete choices for a grid search, such as choice(...) or range(...)",
             )
         columns.append(dim.values)
+    size = math.prod(len(column) for column in columns)
+    if size > MAX_GRID_POINTS:  # a few ranges multiply into more points than memory holds
+        raise ConfigError(
+            "searcher.space",
+            _Text(f"{' x '.join(str(len(c)) for c in columns)} = {size} grid points"),
+            f"a grid of at most {MAX_GRID_POINTS} points (sample it: searcher.name=random)",
+        )
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*columns)]

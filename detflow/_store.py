@@ -23,8 +23,7 @@ def register_experiment(name: str, node: Any, *, group: str = "experiment") -> N
     ...     hyperparameters={"global_batch_size": 8}))
     """
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
 
-    if dataclasses.is_dataclass(node):
-        node = OmegaConf.to_container(OmegaConf.structured(node), resolve=False)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        node = dataclasses.asdict(node)  # its values; the root config's schema checks them
     ConfigStore.instance().store(group=group, name=name, node=node, package="_global_")

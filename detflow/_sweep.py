@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from detflow._checkpoint import write_atomic
 from detflow._errors import ConfigError
+from detflow._results import MalformedResults, read_results_csv
 from detflow._search import Job, Searcher, TrialRecord
 
 __all__ = ["SweepDriver", "SweepSummary", "TrialLauncher", "TrialOutcome"]
@@ -27,7 +28,7 @@ __all__ = ["SweepDriver", "SweepSummary", "TrialLauncher", "TrialOutcome"]
 log = logging.getLogger("detflow.sweep")
 
 STATE_FILE = "searcher.json"
-RESULTS_FILE = "results.csv"
+RESULTS_FILE = "results.csv"  # read back by detflow._results.read_results_csv
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class SweepDriver:
     def run(self) -> SweepSummary:
         """Search until the searcher is done; write state and results after every event."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.sweep_dir / ".lock", "w") as lock:
+        with open(self.sweep_dir / ".lock", "a") as lock:  # "a": a refused resume changes nothing
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -226,6 +227,18 @@ class SweepDriver:
                 "the state of this same search (same searcher settings and space); "
                 "use a new hydra.sweep.dir for a different search",
             ) from None
+        results = self.sweep_dir / RESULTS_FILE
+        try:  # the next save rewrites it: refuse rather than lose a hand edit unseen
+            read_results_csv(results)
+        except MalformedResults as exc:
+            raise ConfigError(
+                str(results),
+                f"row {exc.row} {exc.text[:60]!r}: {exc.why}",
+                "rows as detflow's sweeper writes them; delete the file and the sweep "
+                "rewrites it from searcher.json",
+            ) from None
+        if not results.exists():
+            write_atomic(results, self.results_csv().encode())
         log.info("resuming the search in %s", self.sweep_dir)
 
     def _save_state(self) -> None:

@@ -32,7 +32,25 @@ class Unit(str, enum.Enum):
 
 _UNIT_NAMES = ", ".join(u.value for u in Unit)
 _ACCEPTED = f"'<positive int> <unit>' or {{<unit>: <positive int>}} with unit one of {_UNIT_NAMES}"
-_LENGTH_RE = re.compile(r"^\s*([+-]?\d+)\s*([A-Za-z_]+)\s*$")
+# ASCII digits only: ``\d`` would also read "٣ epochs" (Arabic-Indic 3) as 3 epochs.
+_LENGTH_RE = re.compile(r"^\s*([+-]?[0-9]+)\s*([A-Za-z_]+)\s*$")
+# What the searcher writes for a rung: an int, a fraction or a decimal; never an exponent
+# (``Fraction("1e999999999")`` would compute a billion-digit number).
+_TARGET_RE = re.compile(r"^\s*\+?([0-9]+(?:/[0-9]+|\.[0-9]*)?|\.[0-9]+)\s+([A-Za-z_]+)\s*$")
+#: The largest amount a length may have: counters (records, batches, ...) are 64-bit.
+MAX_AMOUNT = 2**63 - 1
+_TOO_LARGE = f"an amount of at most {MAX_AMOUNT} (2**63 - 1)"
+#: Every spelling of a unit (compared lower-cased, spaces stripped): plural and singular.
+_SPELLINGS = {
+    "records": Unit.RECORDS,
+    "record": Unit.RECORDS,
+    "batches": Unit.BATCHES,
+    "batch": Unit.BATCHES,
+    "steps": Unit.STEPS,
+    "step": Unit.STEPS,
+    "epochs": Unit.EPOCHS,
+    "epoch": Unit.EPOCHS,
+}
 
 
 @dataclass(frozen=True)
@@ -89,16 +107,22 @@ def parse_length(raw: Any, key: str = "length") -> Length:
         if match is None:
             raise ConfigError(key, raw, _ACCEPTED)
         amount_text, unit_text = match.groups()
-        amount: Any = int(amount_text)
+        try:
+            amount: Any = int(amount_text)
+        except ValueError:  # more digits than int() reads (sys.get_int_max_str_digits())
+            raise ConfigError(key, raw, _TOO_LARGE) from None
     elif isinstance(raw, Mapping):
         if len(raw) != 1:
-            raise ConfigError(key, _plain(raw), f"exactly one unit: {_ACCEPTED}")
+            raise ConfigError(key, _shown(_plain(raw)), f"exactly one unit: {_ACCEPTED}")
         ((unit_text, amount),) = raw.items()
     else:
-        raise ConfigError(key, raw, _ACCEPTED)
+        raise ConfigError(key, _shown(raw), _ACCEPTED)
     unit = _unit(unit_text)
+    shown = raw if isinstance(raw, str) else _shown(_plain(raw))
     if unit is None or isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise ConfigError(key, raw if isinstance(raw, str) else _plain(raw), _ACCEPTED)
+        raise ConfigError(key, shown, _ACCEPTED)
+    if amount > MAX_AMOUNT:
+        raise ConfigError(key, shown, _TOO_LARGE)
     return Length(amount, unit)
 
 
@@ -110,25 +134,51 @@ def parse_target(text: str, key: str = "target") -> Length:
     >>> parse_target("600 records").value
     600
     """
-    amount_text, _, unit_text = text.strip().partition(" ")
+    expected = "'<positive fraction> <unit>', e.g. '5/16 epochs'"
+    match = _TARGET_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(key, _shown(text), expected)
+    amount_text, unit_text = match.groups()
     unit = _unit(unit_text)
     try:
         amount = Fraction(amount_text)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError):  # n/0, or more digits than int() reads
         amount = Fraction(0)
     if unit is None or amount <= 0:
-        raise ConfigError(key, text, "'<positive fraction> <unit>', e.g. '5/16 epochs'")
+        raise ConfigError(key, text, expected)
     return Length(int(amount) if amount.denominator == 1 else amount, unit)
 
 
 def _unit(text: Any) -> Unit | None:
+    """The unit spelled ``text`` (plural or singular, any case, spaces around), or None."""
     if not isinstance(text, str):
         return None
-    text = text.strip().lower()
-    for unit in Unit:
-        if text in (unit.value, unit.value.removesuffix("s"), unit.value.removesuffix("es")):
-            return unit
-    return None
+    return _SPELLINGS.get(text.strip().lower())
+
+
+class _Shown:
+    """A value that ``repr`` cannot write (an int of more digits than Python prints)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _shown(value: Any) -> Any:
+    """``value`` itself when its ``repr`` works, else a stand-in that says what it was."""
+    try:
+        repr(value)
+    except ValueError:  # int too large to convert to a string
+        return _Shown(f"<{type(value).__name__} too large to print>")
+    return value
+
+
+def _check_positive(key: str, value: Any, expected: str) -> None:
+    """A :class:`ConfigError` naming ``key`` unless ``value`` is a positive ``int``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(key, _shown(value), expected)
 
 
 def _plain(raw: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -168,26 +218,20 @@ class BatchMath:
 
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "aggregation_frequency"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(name, value, "a positive integer")
-        epoch = self.batches_per_epoch
-        if epoch is not None and (
-            isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0
-        ):
-            raise ConfigError("batches_per_epoch", epoch, "a positive integer or None")
+            _check_positive(name, getattr(self, name), "a positive integer")
+        if self.batches_per_epoch is not None:
+            _check_positive(
+                "batches_per_epoch", self.batches_per_epoch, "a positive integer or None"
+            )
 
     @classmethod
     def from_records_per_epoch(
         cls, global_batch_size: int, aggregation_frequency: int, records_per_epoch: int
     ) -> BatchMath:
         """Geometry whose epoch is ``ceil(records_per_epoch / global_batch_size)`` batches."""
-        if (
-            isinstance(records_per_epoch, bool)
-            or not isinstance(records_per_epoch, int)
-            or (records_per_epoch <= 0)
-        ):
-            raise ConfigError("records_per_epoch", records_per_epoch, "a positive integer or null")
+        _check_positive("records_per_epoch", records_per_epoch, "a positive integer or null")
+        # Checked before dividing by it: a 0, a float or a Decimal must not get that far.
+        _check_positive("global_batch_size", global_batch_size, "a positive integer")
         return cls(
             global_batch_size,
             aggregation_frequency,

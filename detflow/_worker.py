@@ -21,17 +21,25 @@ from hydra.core.utils import JobReturn, JobStatus
 from detflow import _preemption
 
 
-def run_job_outcome(shared_path: Path, config: Any) -> dict[str, Any]:
+def load_shared(shared_path: Path) -> dict[str, Any]:
+    """What :func:`write_shared_payload` wrote (this imports the task's modules)."""
+    with open(shared_path, "rb") as handle:
+        shared: dict[str, Any] = pickle.load(handle)
+    return shared
+
+
+def run_job_outcome(shared: Path | dict[str, Any], config: Any) -> dict[str, Any]:
     """Run the job with ``SIGUSR2`` as a stop request; return its outcome.
 
-    The outcome holds ``status`` (COMPLETED or FAILED), ``error`` (the exception's last
-    line), ``traceback`` and Hydra's ``job_return``.
+    ``shared`` is the path :func:`write_shared_payload` returned, or its loaded content. The
+    outcome holds ``status`` (COMPLETED or FAILED), ``error`` (the exception's last line),
+    ``traceback`` and Hydra's ``job_return``.
     """
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job, setup_globals
 
-    with open(shared_path, "rb") as handle:
-        shared = pickle.load(handle)
+    if not isinstance(shared, dict):
+        shared = load_shared(shared)
     Singleton.set_state(shared["singleton_state"])
     setup_globals()
     _preemption.install_stop_handler()
@@ -99,9 +107,14 @@ def write_shared_payload(directory: Path, hydra_context: Any, task_function: Any
 
 def run(shared_path: Path, job_path: Path, result_path: Path) -> int:
     """The local launcher's child: 0 when the job completed."""
+    return run_loaded(load_shared(shared_path), job_path, result_path)
+
+
+def run_loaded(shared: dict[str, Any], job_path: Path, result_path: Path) -> int:
+    """:func:`run` with the shared payload already loaded (a fork server's child)."""
     with open(job_path, "rb") as handle:
         config = pickle.load(handle)
-    outcome = run_job_outcome(shared_path, config)
+    outcome = run_job_outcome(shared, config)
     tmp = result_path.with_suffix(".tmp")
     tmp.write_bytes(cloudpickle.dumps(outcome))  # by value: Hydra re-defines plugin classes
     tmp.replace(result_path)

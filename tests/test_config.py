@@ -547,3 +547,19 @@ def test_a_malformed_interpolation_in_a_dict_is_a_config_error(expression: str) 
     with pytest.raises(ConfigError) as info:
         load_config(base(lr=expression), overrides=[], searcher_keys=[])
     assert "hyperparameters.lr" in str(info.value)
+
+
+def test_hyperparameter_keys_with_dots_or_empty_are_refused_before_any_merge() -> None:
+    """Found by tests/test_fuzz.py: such keys crashed the dotted-key bookkeeping."""
+    cfg = resolved_base()
+    cfg["hyperparameters"]["base_batch_size"] = {"": None, ".": None}
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, overrides=[], searcher_keys=[])
+    assert str(info.value).startswith("hyperparameters.base_batch_size = '' is not valid")
+    assert "\n" not in str(info.value)
+
+
+def test_a_key_with_a_line_break_is_shown_quoted_on_one_line() -> None:
+    assert str(ConfigError("hyperparameters.a\nb", 1, "x")).startswith(
+        "'hyperparameters.a\\nb' = 1"
+    )

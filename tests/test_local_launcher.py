@@ -6,9 +6,14 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from pytest import mark
 
 
-@mark.parametrize("launcher_name, overrides", [("detflow_local", [])])
+@mark.parametrize(
+    "launcher_name, overrides",
+    [("detflow_local", []), ("detflow_local", ["hydra.launcher.start_method=spawn"])],
+    ids=["fork_server", "spawn"],
+)
 class TestDetflowLocalLauncher(LauncherTestSuite):
-    """Hydra's launcher suite: sweeps, overrides, strict mode, custom resolvers."""
+    """Hydra's launcher suite (sweeps, overrides, strict mode, custom resolvers), with trials
+    forked by the fork server (the default) and spawned as fresh interpreters."""
 
 
 @mark.parametrize(

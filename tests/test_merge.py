@@ -342,3 +342,16 @@ def test_replacements_are_exactly_code_leaves_whose_value_no_longer_stands(
         else:
             owner, winner = _owner(merged.sources, key)
             assert stands or winner is Source.CODE or _get(merged.values, owner) == value
+
+
+def test_code_value_removed_by_a_scalar_then_a_mapping_is_reported() -> None:
+    """Found by the property test below: config's ``opt: None`` (above code at precedence
+    config) removes code's ``opt.a``; the searcher's ``opt: {b: 0}`` does not bring it back."""
+    merged = merge_hparams(
+        HparamLayers(config={"opt": None}, code={"opt": {"a": 1}}, searcher={"opt": {"b": 0}}),
+        Precedence.CONFIG,
+    )
+    assert merged.values == {"opt": {"b": 0}}
+    assert [(r.key, r.code_value, r.value, r.winner) for r in merged.replaced] == [
+        ("opt.a", 1, {"b": 0}, Source.SEARCHER)
+    ]

@@ -141,6 +141,18 @@ def _driver(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
     return driver, log
 
 
+def _trial_processes(tmp_path: Path) -> list[str]:
+    """The pids of the trial's slots: the fork server's children (or spawned workers)."""
+
+    def pgrep(*args: str) -> list[str]:
+        done = subprocess.run(["pgrep", *args], capture_output=True, text=True, check=False)
+        return done.stdout.split()
+
+    servers = pgrep("-f", f"detflow._forkserver {tmp_path}")
+    children = [pid for server in servers for pid in pgrep("-P", server)]
+    return children + pgrep("-f", f"detflow._worker {tmp_path}")
+
+
 def _wait_for(condition: object, deadline: float) -> None:
     while time.monotonic() < deadline and not condition():  # type: ignore[operator]
         time.sleep(0.05)
@@ -154,9 +166,7 @@ def test_a_preempted_two_slot_local_trial_resumes_exactly(
     deadline = time.monotonic() + 240
     trial = tmp_path / "s" / "0"
     _wait_for(lambda: _trained(trial) >= 20, deadline)
-    workers = subprocess.run(
-        ["pgrep", "-f", f"detflow._worker {tmp_path}"], capture_output=True, text=True, check=False
-    ).stdout.split()
+    workers = _trial_processes(tmp_path)
     assert len(workers) == 2
     for pid in workers:
         os.kill(int(pid), signal.SIGUSR2)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from conftest import REPO, read_metrics, run_cli
 
@@ -133,6 +135,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path: Pa
     reference = sweep(reference_dir, *args)
     assert reference.returncode == 0, reference.stdout
     expected = _comparable(rows(reference_dir))
+    state = tmp_path / "sweep" / "searcher.json"
 
     command = [
         sys.executable,
@@ -142,9 +145,11 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path: Pa
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         *args,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    kills = 0
-    for told in (1, 3, 5, 7, 9):  # results recorded before the kill
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}  # lines up to a kill
+    killed_at: list[int] = []  # results recorded when each driver was killed
+    outputs: list[str] = []
+    for _ in range(5):  # five kills, each after the driver recorded a result of its own
+        told_before = _told(state)
         driver = subprocess.Popen(
             command,
             cwd=tmp_path,
@@ -155,25 +160,81 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path: Pa
         )
         deadline = time.monotonic() + 60
         while driver.poll() is None and time.monotonic() < deadline:
-            state = tmp_path / "sweep" / "searcher.json"
-            if state.exists() and _told(state) >= told:
+            if _told(state) > told_before:
                 driver.send_signal(signal.SIGKILL)
-                kills += 1
+                killed_at.append(_told(state))
                 break
             time.sleep(0.005)
-        driver.communicate(timeout=60)
+        outputs.append(driver.communicate(timeout=60)[0])
     final = sweep(tmp_path, *args)
     assert final.returncode == 0, final.stdout
-    assert kills >= 3
+    outputs.append(final.stdout)
+    # Five distinct points of the search, none at its end (the last driver finished it).
+    assert len(killed_at) == 5 and killed_at == sorted(set(killed_at)), killed_at
+    assert killed_at[-1] < _told(reference_dir / "sweep" / "searcher.json") == _told(state)
+
+    # Nothing lost: the same rows, the same learning curve in every trial's directory.
     assert _comparable(rows(tmp_path)) == expected
-    resumed = [line for line in final.stdout.splitlines() if "resuming trial" in line]
-    assert len(resumed) <= 1  # only a trial cut off mid-run by the kill runs again
+    for row in expected:
+        trial = row["trial_id"]
+        got = read_metrics(tmp_path / "sweep" / trial)
+        want = read_metrics(reference_dir / "sweep" / trial)
+        assert _without_times(got) == _without_times(want), trial
+    # Nothing run twice: over all the drivers, every start or promotion of the reference run
+    # once, or resumed (logged, then launched again) because a kill cut it off before it
+    # reached its rung's length; never resumed once reached.
+    launches = [line for trial, line in _launches(reference.stdout) if trial]
+    assert sorted(launches) == sorted(set(launches))
+    reached: set[tuple[str, str]] = set()
+    launched: list[str] = []
+    relaunched: list[str] = []
+    resumed = 0
+    for out in outputs:
+        resuming: set[str] = set()
+        for trial, line in _launches(out):
+            done = re.search(r"trial (\d+) reached (\S+) ", line)
+            again = re.search(r"resuming trial (\d+) \(rung (\d+)\)", line)
+            if done:
+                reached.add((done.group(1), done.group(2)))
+            elif again:
+                resumed += 1
+                resuming.add(again.group(1))
+                assert (again.group(1), RUNG_EPOCHS[again.group(2)]) not in reached, line
+            elif trial in resuming:
+                resuming.remove(trial)  # the resumed trial's launch
+                relaunched.append(line)
+            elif trial:
+                launched.append(line)
+    assert sorted(launched) == sorted(set(launched))
+    assert set(launched) | set(relaunched) == set(launches)
+    assert len(relaunched) == resumed <= len(killed_at)
+
+
+RUNG_EPOCHS = {"0": "1", "1": "2", "2": "4"}  # ASHA above: 4 epochs / 2**(2 - rung)
+
+
+def _launches(output: str) -> list[tuple[str, str]]:
+    """The sweep's lines that launch, resume or end a trial, untimed: (trial id or "", line)."""
+    found = []
+    for line in output.splitlines():
+        match = re.search(
+            r"\] ((?:(starting|promoting) trial (\d+) to \S+ \S+)|resuming trial .*"
+            r"|trial \d+ reached .*)",
+            line,
+        )
+        if match:
+            found.append((match.group(3) or "", match.group(1)))
+    return found
+
+
+def _without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k not in ("time", "window")} for r in records]
 
 
 def _told(state_path: Path) -> int:
     try:
         state = json.loads(state_path.read_text())
-    except ValueError:
+    except (OSError, ValueError):
         return 0
     trials = state["searcher"]["trials"]
     return sum(len(t.get("metrics", {})) + (t.get("error") is not None) for t in trials)

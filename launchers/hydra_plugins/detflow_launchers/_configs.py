@@ -13,12 +13,14 @@ from detflow._slurm_settings import SlurmSettings
 
 @dataclass
 class DetflowLocalConf:
-    """``max_parallel``: jobs at once (0: the sweep decides); ``gpus``: ids to hand out."""
+    """``max_parallel``: jobs at once (0: the sweep decides); ``gpus``: ids to hand out;
+    ``start_method``: ``fork_server`` (fast) or ``spawn`` (a fresh interpreter per trial)."""
 
     _target_: str = "hydra_plugins.detflow_launchers.local.DetflowLocalLauncher"
     max_parallel: int = 0
     gpus: list[int] = field(default_factory=list)
     gpus_per_trial: int = 0
+    start_method: str = "fork_server"
 
 
 @dataclass

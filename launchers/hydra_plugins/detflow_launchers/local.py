@@ -19,11 +19,15 @@ class DetflowLocalLauncher(Launcher):
     """Runs each job in its own local process; non-blocking ``start``/``wait`` for sweeps."""
 
     def __init__(
-        self, max_parallel: int = 0, gpus: Sequence[int] = (), gpus_per_trial: int = 0
+        self,
+        max_parallel: int = 0,
+        gpus: Sequence[int] = (),
+        gpus_per_trial: int = 0,
+        start_method: str = "fork_server",
     ) -> None:
         from detflow._local_launcher import LocalProcesses
 
-        self._impl = LocalProcesses(max_parallel, list(gpus), gpus_per_trial)
+        self._impl = LocalProcesses(max_parallel, list(gpus), gpus_per_trial, start_method)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig

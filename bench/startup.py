@@ -1,0 +1,226 @@
+"""Single-run start-up: a detflow app against a plain Hydra app with the same dataclass config.
+
+Run from the repository root::
+
+    python -m bench.startup                 # 10 runs of each side, alternated
+    python -m bench.startup --repeats 20
+
+Each side is a fresh ``python APP.py`` process, timed from ``subprocess.run`` to its exit:
+
+- ``plain Hydra``: ``@hydra.main`` over a dataclass config in the ConfigStore; the task
+  function reads two values of the config and returns.
+- ``detflow``: the same dataclass config and the same script, with ``@detflow.main``; the
+  task calls ``detflow.init(cfg)`` and ``run.fit()`` of a no-op trial for one batch (one
+  validation, one checkpoint, ``result.json``, ``hparams.json``, ``metrics.jsonl``).
+- ``train.py``: the example entry point, ``+experiment=quadratic`` for one batch (it also
+  imports ``conf`` and ``trials`` and composes the example's defaults list).
+
+Both detflow rows run with ``DETFLOW_TENSORBOARD=0`` and once more with the TensorBoard
+writer on (its import is most of a start-up when ``tensorboard`` is installed). The target
+is detflow / plain Hydra ≤ 1.15 (median wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET = 1.15
+
+_CONFIG = """
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class Searcher:
+    name: str = "single"
+    metric: str = "validation_loss"
+    smaller_is_better: bool = True
+    max_length: Any = "1 batches"
+    max_trials: int = 1
+    max_concurrent_trials: int = 1
+
+
+@dataclass
+class AppConfig:
+    name: str = "startup"
+    seed: int = 0
+    resume: bool = False
+    hyperparameters: dict = field(default_factory=lambda: {"global_batch_size": 1, "lr": 0.1})
+    searcher: Searcher = field(default_factory=Searcher)
+    records_per_epoch: Optional[int] = None
+    min_validation_period: Any = "1 batches"
+    min_checkpoint_period: Any = "1 batches"
+
+
+ConfigStore.instance().store(name="app", node=AppConfig)
+"""
+
+PLAIN = (
+    _CONFIG
+    + """
+import hydra
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="app")
+def task(cfg):
+    return cfg.hyperparameters.lr * cfg.hyperparameters.global_batch_size
+
+
+if __name__ == "__main__":
+    task()
+"""
+)
+
+DETFLOW = (
+    _CONFIG
+    + """
+import detflow
+
+
+class NoOp(detflow.Trial):
+    def training_data(self, epoch):
+        return [1]
+
+    def train_batch(self, batch):
+        return {"loss": 0.0}
+
+    def batch_size(self, batch):
+        return 1
+
+    def validation_data(self):
+        return [1]
+
+    def evaluate_batch(self, batch):
+        return {"loss": 0.0}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+@detflow.main(config_path=None, config_name="app")
+def task(cfg):
+    run = detflow.init(cfg)
+    run.fit(NoOp())
+
+
+if __name__ == "__main__":
+    task()
+"""
+)
+
+
+@dataclass
+class Side:
+    label: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+@dataclass
+class Timing:
+    label: str
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+
+def sides(workdir: Path) -> list[Side]:
+    """The processes to time; the first is the baseline."""
+    (workdir / "plain_app.py").write_text(PLAIN)
+    (workdir / "detflow_app.py").write_text(DETFLOW)
+    off = {"DETFLOW_TENSORBOARD": "0"}
+    on = {"DETFLOW_TENSORBOARD": "1"}
+    train = [str(REPO / "train.py"), "+experiment=quadratic", "searcher.max_length=1 batches"]
+    return [
+        Side("plain Hydra app", [str(workdir / "plain_app.py")], {}),
+        Side("detflow app (init + 1-batch fit)", [str(workdir / "detflow_app.py")], off),
+        Side("train.py +experiment=quadratic, 1 batch", train, off),
+        Side("detflow app, TensorBoard writer on", [str(workdir / "detflow_app.py")], on),
+    ]
+
+
+def time_once(side: Side, workdir: Path, run: int) -> float:
+    """Wall seconds of one ``python ARGV`` process, from start to exit."""
+    out = workdir / "runs" / f"{side.label.split()[0]}-{run}-{time.monotonic_ns()}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "1", **side.env}
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, *side.argv, f"hydra.run.dir={out}"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"{side.label} failed:\n{done.stdout}\n{done.stderr}")
+    return elapsed
+
+
+def measure(repeats: int, workdir: Path) -> list[Timing]:
+    """Alternate the sides ``repeats`` times (after one warm-up run each)."""
+    all_sides = sides(workdir)
+    timings = [Timing(side.label, []) for side in all_sides]
+    for side in all_sides:
+        time_once(side, workdir, -1)  # warm the page cache and .pyc files
+    for run in range(repeats):
+        for side, timing in zip(all_sides, timings, strict=True):
+            timing.seconds.append(time_once(side, workdir, run))
+    return timings
+
+
+def render(timings: list[Timing]) -> list[str]:
+    base = timings[0]
+    header = ["process", "median s", "best s", "vs plain (median)", f"target <= {TARGET}x"]
+    rows = []
+    for index, timing in enumerate(timings):
+        ratio = timing.median / base.median
+        verdict = "-" if index == 0 else ("PASS" if ratio <= TARGET else "FAIL")
+        rows.append(
+            [timing.label, f"{timing.median:.3f}", f"{timing.best:.3f}", f"{ratio:.2f}x", verdict]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs of each side")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="df-startup-") as tmp:
+        timings = measure(args.repeats, Path(tmp))
+    print("\n".join(render(timings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
