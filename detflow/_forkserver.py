@@ -11,9 +11,10 @@ server checks both after loading the task's modules; when either fails it answer
 ``spawn`` and the launcher starts plain processes instead (as it does on platforms without
 ``fork``).
 
-Protocol, one JSON object a line: the launcher writes ``{"job": [SHARED-less worker args],
-"env": {...}, "log": path}``; the server answers ``{"pid": N}`` for each request, and
-``{"ended": N, "code": C}`` when a child exits (``C`` negative: killed by signal ``-C``).
+Protocol, one JSON object a line: the server first says ``{"state": "ready"}`` (or
+``"spawn"``); the launcher writes ``{"args": [job file, result file], "env": {...}, "log":
+path}``; the server answers ``{"pid": N}`` for each request, and ``{"ended": N, "code": C}``
+when a child exits (``C`` negative: killed by signal ``-C``).
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def _serve(shared_path: Path) -> int:
     os.set_blocking(wake_write, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the trials and the driver
     out.write(json.dumps({"state": _READY}).encode() + b"\n")
     stdin, pending, running = sys.stdin.fileno(), b"", 0
     while True:
@@ -199,7 +201,7 @@ def _child(shared: dict[str, Any], request: dict[str, Any]) -> int:  # pragma: n
     from detflow._local_launcher import _die_with_parent
 
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
     os.environ.clear()
     os.environ.update(request["env"])
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

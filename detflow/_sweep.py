@@ -102,6 +102,7 @@ class SweepDriver:
         self.unit = unit
         self._running: dict[int, Job] = {}
         self._results: dict[int, dict[str, Any]] = {}  # result.json of each ended trial
+        self._rows: dict[int, tuple[tuple[Any, ...], str]] = {}  # results.csv line per trial
 
     def trial_dir(self, trial_id: int) -> Path:
         """Where trial ``trial_id`` writes its run (Hydra's ``hydra.sweep.subdir``)."""
@@ -266,22 +267,41 @@ class SweepDriver:
                 "dir",
             ]
         )
+        # A trial's line is formatted again only when what it shows has changed: a save is
+        # then O(changed trials), not O(all trials), in a sweep of thousands.
+        columns = tuple(keys)
         for trial in trials:
-            result = self._result_of(trial.trial_id)
-            writer.writerow(
-                [
-                    trial.trial_id,
-                    trial.status,
-                    trial.rung,
-                    *(trial.hparams.get(k, "") for k in keys),
-                    _number(trial.length_trained),
-                    result.get("batches", ""),
-                    _blank(trial.best_metric),
-                    _blank(trial.last_metric),
-                    trial.error or "",
-                    str(self.trial_dir(trial.trial_id)),
-                ]
+            batches = self._result_of(trial.trial_id).get("batches", "")
+            shown = (
+                columns,
+                trial.status,
+                trial.rung,
+                trial.length_trained,
+                batches,
+                trial.best_metric,
+                trial.last_metric,
+                trial.error,
             )
+            cached = self._rows.get(trial.trial_id)
+            if cached is None or cached[0] != shown:
+                line = io.StringIO()
+                csv.writer(line, lineterminator="\n").writerow(
+                    [
+                        trial.trial_id,
+                        trial.status,
+                        trial.rung,
+                        *(trial.hparams.get(k, "") for k in keys),
+                        _number(trial.length_trained),
+                        batches,
+                        _blank(trial.best_metric),
+                        _blank(trial.last_metric),
+                        trial.error or "",
+                        str(self.trial_dir(trial.trial_id)),
+                    ]
+                )
+                cached = (shown, line.getvalue())
+                self._rows[trial.trial_id] = cached
+            out.write(cached[1])
         return out.getvalue()
 
     def summary(self) -> SweepSummary:
