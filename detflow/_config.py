@@ -273,7 +273,7 @@ def _has_interpolation(value: Any) -> bool:
 
 def _config_error(exc: OmegaConfBaseException, container: Mapping[str, Any]) -> ConfigError:
     """The one-line :class:`ConfigError` for an OmegaConf error (resolution, grammar, ???)."""
-    key = str(getattr(exc, "full_key", "") or "config")
+    key = str(getattr(exc, "full_key", "") or _unparsable_key(container) or "config")
     if isinstance(exc, MissingMandatoryValue):
         return ConfigError(key, "???", "a value: it is required and missing")
     raw = _raw_at(container, key)
@@ -289,6 +289,24 @@ def _config_error(exc: OmegaConfBaseException, container: Mapping[str, Any]) -> 
     return ConfigError(
         ours.group("key"), _Raw(ours.group("value")), f"{ours.group('expected')}, for {key}"
     )
+
+
+def _unparsable_key(container: Mapping[str, Any], prefix: str = "") -> str | None:
+    """The first key whose interpolation OmegaConf's grammar refuses (its errors name none)."""
+    from omegaconf import grammar_parser
+
+    for key, value in container.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            found = _unparsable_key(value, path + ".")
+            if found is not None:
+                return found
+        elif isinstance(value, str) and "${" in value:
+            try:
+                grammar_parser.parse(value)
+            except Exception:
+                return path
+    return None
 
 
 class _Raw:

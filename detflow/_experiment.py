@@ -16,6 +16,9 @@ from detflow._units import BatchMath, Length, parse_length
 
 __all__ = ["SEARCHER_NAMES", "Experiment", "SearcherSettings"]
 
+#: Trials a sweep may plan: each is checked before any starts, and its state kept.
+MAX_TRIALS = 100_000
+
 SEARCHER_NAMES = ("single", "grid", "random", "asha")
 _MISSING = object()
 
@@ -101,7 +104,7 @@ class Experiment:
             metric=_string(searcher_cfg, "searcher.metric", "validation_loss"),
             smaller_is_better=_boolean(searcher_cfg, "searcher.smaller_is_better", True),
             max_length=_length(searcher_cfg, "searcher.max_length", "1 epochs", notices),
-            max_trials=_positive(searcher_cfg, "searcher.max_trials", 1),
+            max_trials=_positive(searcher_cfg, "searcher.max_trials", 1, maximum=MAX_TRIALS),
             max_concurrent_trials=_positive(searcher_cfg, "searcher.max_concurrent_trials", 1),
             divisor=_positive(searcher_cfg, "searcher.divisor", 4, minimum=2),
             max_rungs=_positive(searcher_cfg, "searcher.max_rungs", 5),
@@ -172,12 +175,16 @@ def _integer(cfg: Mapping[str, Any], key: str, default: Any) -> int:
     return value
 
 
-def _positive(cfg: Mapping[str, Any], key: str, default: Any, minimum: int = 1) -> int:
+def _positive(
+    cfg: Mapping[str, Any], key: str, default: Any, minimum: int = 1, maximum: int | None = None
+) -> int:
     value = _get(cfg, key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(
             key, value, f"an integer >= {minimum}" if minimum > 1 else "a positive integer"
         )
+    if maximum is not None and value > maximum:
+        raise ConfigError(key, value, f"an integer from {minimum} to {maximum}")
     return value
 
 

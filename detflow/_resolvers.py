@@ -6,14 +6,23 @@ from typing import Any
 
 from omegaconf import Container, Node, OmegaConf
 
-from detflow._scale import RESOLVER_NAME, apply_rule, scale_factor
+from detflow._errors import ConfigError
+from detflow._scale import RESOLVER_NAME, ScaleRule, apply_rule, scale_factor
 
 __all__ = ["register_resolvers", "resolve_scale"]
 
 
-def resolve_scale(value: Any, rule: Any, *, _node_: Node, _root_: Container) -> float | int:
+def resolve_scale(*args: Any, _node_: Node, _root_: Container) -> float | int:
     """``${df.scale:VALUE,RULE}``: VALUE scaled by k read from the config it sits in."""
     key = _node_._get_full_key(None) or RESOLVER_NAME
+    if len(args) != 2:
+        rules = ", ".join(rule.value for rule in ScaleRule)
+        raise ConfigError(
+            str(key),
+            f"${{{RESOLVER_NAME}:{','.join(str(a) for a in args)}}}",
+            f"${{{RESOLVER_NAME}:VALUE,RULE}} with RULE one of {rules}",
+        )
+    value, rule = args
     factor = scale_factor(
         OmegaConf.select(_root_, "hyperparameters.global_batch_size"),
         OmegaConf.select(_root_, "optimizations.aggregation_frequency", default=1),

@@ -70,6 +70,13 @@ def empty_checkpoint_state(case: Path) -> None:
     (_latest_checkpoint(case / "run") / "state.json").write_text("{}")
 
 
+def drop_checkpoint_counters(case: Path) -> None:
+    path = _latest_checkpoint(case / "run") / "state.json"
+    meta = json.loads(path.read_text())
+    del meta["counters"]
+    path.write_text(json.dumps(meta))
+
+
 def list_trial_state(case: Path) -> None:
     (_latest_checkpoint(case / "run") / "trial.json").write_text("[0.5, 0.25]")
 
@@ -168,6 +175,11 @@ CASES: list[Case] = [
         "max-trials-zero",
         "searcher.max_trials=0",
         needles=("searcher.max_trials", "a positive integer"),
+    ),
+    run(
+        "max-trials-too-many",
+        "searcher.max_trials=1000000",
+        needles=("searcher.max_trials = 1000000", "an integer from 1 to 100000"),
     ),
     run(
         "max-concurrent-negative",
@@ -296,17 +308,15 @@ CASES: list[Case] = [
         "hyperparameters.lr=${df.scale:abc,linear}",
         needles=("hyperparameters.lr", "abc", "number"),
     ),
-    # The two arity cases name the key and the wrong argument count, not the accepted form:
-    # detflow/_resolvers.py (not ours) could take *args and say "${df.scale:VALUE,RULE}".
     run(
         "scale-no-rule",
         "hyperparameters.lr=${df.scale:0.1}",
-        needles=("hyperparameters.lr", "rule"),
+        needles=("hyperparameters.lr", "expected ${df.scale:VALUE,RULE} with RULE one of"),
     ),
     run(
         "scale-extra-argument",
         "hyperparameters.lr=${df.scale:0.1,linear,2}",
-        needles=("hyperparameters.lr", "df.scale"),
+        needles=("hyperparameters.lr = '${df.scale:0.1,linear,2}'", "${df.scale:VALUE,RULE}"),
     ),
     run(
         "scale-adam-beta-reaches-one",
@@ -534,6 +544,15 @@ CASES: list[Case] = [
         ("state.json is corrupt", "batches None, not the 128", "new run directory"),
         base="run",
         corrupt=empty_checkpoint_state,
+        may_change=HYDRA_RUN_FILES,
+    ),
+    Case(
+        "checkpoint-state-without-counters",
+        "run",
+        ("resume=true",),
+        ("state.json is corrupt", "counters None are not the exact counters", "new run directory"),
+        base="run",
+        corrupt=drop_checkpoint_counters,
         may_change=HYDRA_RUN_FILES,
     ),
     Case(
