@@ -21,9 +21,6 @@ from detflow._errors import ConfigError
 
 __all__ = ["CheckpointStore", "CorruptCheckpoint", "write_atomic"]
 
-#: The exact counters every checkpoint holds (``detflow._report.Counters``).
-_COUNTERS = {"records", "batches", "epochs", "batch_in_epoch"}
-
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new, never half.
@@ -206,14 +203,6 @@ class CheckpointStore:
             if not isinstance(meta, dict) or meta.get("batches") != int(path.name):
                 found = meta.get("batches") if isinstance(meta, dict) else meta
                 raise ValueError(f"batches {found!r}, not the {int(path.name)} of its directory")
-            counters = meta.get("counters")
-            if not (
-                isinstance(counters, dict)
-                and set(counters) == _COUNTERS
-                and all(type(v) is int and v >= 0 for v in counters.values())
-                and counters["batches"] == meta["batches"]
-            ):
-                raise ValueError(f"counters {counters!r} are not the exact counters of a run")
         except (OSError, ValueError) as exc:
             raise CorruptCheckpoint(path / "state.json", exc, advice) from None
         try:

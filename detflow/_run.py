@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from detflow import _preemption
-from detflow._checkpoint import CheckpointStore, write_atomic
+from detflow._checkpoint import CheckpointStore, CorruptCheckpoint, write_atomic
 from detflow._collective import Collective
 from detflow._config import LoadedConfig
 from detflow._errors import ConfigError
@@ -201,7 +201,7 @@ class Run:
             )
         if loaded is not None:
             meta = loaded.meta
-            counters = Counters(**meta["counters"])
+            counters = _saved_counters(loaded.path, meta)
             validation = dict(meta.get("validation") or {})
             best = meta.get("best_metric")
             trial.load_state_dict(loaded.trial_state)
@@ -543,3 +543,22 @@ def _truncate_metrics(path: Path, batches: int) -> None:
         if record.get("batches", 0) <= batches:
             kept.append(line)
     write_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
+
+
+def _saved_counters(path: Path, meta: Mapping[str, Any]) -> Counters:
+    """A checkpoint's exact counters, or a one-line error naming its ``state.json``."""
+    saved = meta.get("counters")
+    names = {"records", "batches", "epochs", "batch_in_epoch"}
+    if (
+        isinstance(saved, dict)
+        and set(saved) == names
+        and all(type(v) is int and v >= 0 for v in saved.values())
+        and saved["batches"] == meta.get("batches")
+    ):
+        return Counters(**saved)
+    raise CorruptCheckpoint(
+        path / "state.json",
+        f"counters {saved!r} are not the exact counters of a run",
+        f"delete {path} to resume from the checkpoint before it, or start over in a new run "
+        "directory",
+    )

@@ -239,7 +239,7 @@ JobCompType=jobcomp/none
 
 GresTypes=gpu
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mb Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:2
 PartitionName=gpu Nodes=localhost Default=NO MaxTime=INFINITE State=UP
 EOF
     then SLURM_CONF_CHANGED=1; fi

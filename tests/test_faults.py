@@ -394,8 +394,9 @@ def test_usr2_to_several_running_trials_at_once_ends_as_uninterrupted(tmp_path: 
     finally:
         if driver.poll() is None:
             driver.kill()
-    # As many at once as the node runs together (all of them where it has the CPUs).
-    assert max(len(wave) for wave in waves) >= 2, waves
+    # Several at once: local-slurm.sh's debug partition runs two jobs per CPU (OverSubscribe),
+    # so even a 2-CPU node has all four running together.
+    assert max(len(wave) for wave in waves) >= 3, waves
     assert sorted(t for wave in waves for t in wave) == list(range(len(POINTS)))
 
     with open(sweep_dir / "results.csv") as handle:
