@@ -61,8 +61,8 @@ class LocalProcesses:
         GPUs per job; 0 takes ``resources.slots_per_trial`` when ``gpus`` is given.
     start_method:
         ``fork_server`` (a server that has imported the task's modules forks each trial, in
-        milliseconds; it falls back to ``spawn`` when forking is not safe) or ``spawn`` (a
-        fresh interpreter per trial, ~0.3 s more each).
+        milliseconds; Linux only, and it falls back to ``spawn`` when forking is not safe) or
+        ``spawn`` (a fresh interpreter per trial, ~0.3 s more each).
     """
 
     def __init__(
@@ -82,8 +82,8 @@ class LocalProcesses:
             raise ConfigError(
                 "hydra.launcher.start_method", start_method, " or ".join(_START_METHODS)
             )
-        if start_method == "fork_server" and not hasattr(os, "fork"):
-            start_method = "spawn"
+        if start_method == "fork_server" and not sys.platform.startswith("linux"):
+            start_method = "spawn"  # macOS system libraries are not fork-safe; Windows: no fork
         self.max_parallel = max_parallel
         self.start_method = start_method
         self._fork_server: ForkServer | None = None
