@@ -24,7 +24,6 @@ import gc
 import importlib
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import detflow
+from bench._common import machine
 
 TARGET_NS = 1000.0
 HYDRA_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -285,24 +285,6 @@ def lightning_timing(batches: int, epoch_batches: int, repeats: int) -> Timing |
         for logger, level in zip(quiet, saved, strict=True):
             logger.setLevel(level)
     return Timing(f"Lightning {pl.__version__} Trainer.fit", runs, total)
-
-
-def machine() -> str:
-    """``nproc``, the CPU model and the Python version, for the record."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{cpus} CPUs ({model}), Python {platform.python_version()} "
-        f"({platform.python_implementation()}), detflow {detflow.__version__}"
-    )
 
 
 def _row(cells: list[str], widths: list[int]) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import harness_overhead, startup, sweep_overhead
+from bench._common import machine, table
 
 SUITES = ("startup", "harness", "sweep", "local", "asha")
 
@@ -249,7 +250,7 @@ RUNNERS: dict[str, Callable[[Path, bool], list[Row]]] = {
 
 def render(rows: list[Row]) -> list[str]:
     header = ["figure", "detflow", "baseline", "baseline value", "ratio", "target", "verdict"]
-    return sweep_overhead.table(header, [row.cells() for row in rows])
+    return table(header, [row.cells() for row in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     args = parser.parse_args(argv)
-    print(f"machine: {harness_overhead.machine()}")
+    print(f"machine: {machine()}")
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows: list[Row] = []
     began = time.perf_counter()

@@ -63,6 +63,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 import detflow
+from bench._common import table
 from detflow._search import Job, Searcher, make_searcher
 from detflow._space import Interval, Space
 
@@ -403,19 +404,6 @@ def _order(key: tuple[str, str]) -> tuple[int, int]:
     return rank_b, ALGORITHMS.index(algorithm)
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Left-aligned first two columns, right-aligned others."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
-
-
 def render(summaries: list[Summary], budget: float) -> tuple[list[str], list[str]]:
     """The results table and the verdict lines (one pair per ASHA variant and benchmark)."""
     header = [
@@ -474,7 +462,7 @@ def render(summaries: list[Summary], budget: float) -> tuple[list[str], list[str
                     f"vs optuna: compute to reach it {_fmt(got)} vs {_fmt(other)}; regret at "
                     f"{budget:g} {group[variant].final[1]:.3f} vs {group['optuna'].final[1]:.3f}"
                 )
-    return table(header, rows), verdicts
+    return table(header, rows, left=2), verdicts
 
 
 def _fmt(value: float | None) -> str:

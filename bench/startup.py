@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench._common import table
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 1.15
 
@@ -228,13 +230,7 @@ def render(timings: list[Timing]) -> list[str]:
             verdict = "PASS" if ratio <= TARGET else "FAIL"
             cells[3:] = [timing.baseline, f"{ratio:.2f}x", verdict]
         rows.append(cells)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        pairs = enumerate(zip(cells, widths, strict=True))
-        return "  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in pairs)
-
-    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+    return table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

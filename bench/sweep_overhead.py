@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import pstats
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import detflow
+from bench._common import machine, table
 from detflow._search import Job, RandomSearcher
 from detflow._space import Choice
 from detflow._sweep import SweepDriver, TrialOutcome
@@ -364,23 +363,6 @@ def _short(filename: str) -> str:
 
 
 # -- output -----------------------------------------------------------------------------------
-def machine() -> str:
-    """``nproc``, the CPU model, the Python version and the disk's fsync latency."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{cpus} CPUs ({model}), Python {platform.python_version()}, detflow {detflow.__version__}"
-    )
-
-
 def fsync_latency(directory: Path, repeats: int = 20) -> float:
     """Median seconds of one small write + ``os.fsync`` in ``directory``."""
     samples = []
@@ -395,19 +377,6 @@ def fsync_latency(directory: Path, repeats: int = 20) -> float:
     path.unlink()
     samples.sort()
     return samples[len(samples) // 2]
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Left-aligned first column, right-aligned others."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
 def _ratio(value: float, base: float | None) -> str:

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -247,7 +247,7 @@ class Run:
         writer, self._tensorboard = self._tensorboard, None
         if writer is not None:
             try:
-                with _writing(writer.log_dir):
+                with _writing(writer.path):
                     writer.close()
             except TrialError:
                 if not failing:
@@ -451,7 +451,7 @@ class Run:
             if self._tensorboard is not None:
                 self._tensorboard.write(kind, window.metrics, counters.batches)
         except OSError as exc:
-            raise _write_error(exc, self._tensorboard.log_dir if self._tensorboard else "") from exc
+            raise _write_error(exc, self._tensorboard.path if self._tensorboard else "") from exc
 
     def _validate(
         self, trial: Trial, counters: Counters, metrics_file: MetricsFile | None
@@ -548,7 +548,7 @@ def _truncate_metrics(path: Path, batches: int) -> None:
 def _saved_counters(path: Path, meta: Mapping[str, Any]) -> Counters:
     """A checkpoint's exact counters, or a one-line error naming its ``state.json``."""
     saved = meta.get("counters")
-    names = {"records", "batches", "epochs", "batch_in_epoch"}
+    names = {spec.name for spec in fields(Counters)}
     if (
         isinstance(saved, dict)
         and set(saved) == names

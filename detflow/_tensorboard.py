@@ -44,14 +44,14 @@ class ScalarWriter:
     once, so a killed job loses no reported scalar.
     """
 
-    def __init__(self, handle: IO[bytes], log_dir: Path) -> None:
+    def __init__(self, handle: IO[bytes], path: Path) -> None:
         self._handle = handle
-        self._log_dir = log_dir
+        self._path = path
 
     @property
-    def log_dir(self) -> str:
-        """Where the event files are."""
-        return str(self._log_dir)
+    def path(self) -> str:
+        """The event file this writer appends to."""
+        return str(self._path)
 
     def write(
         self, kind: str, metrics: Mapping[str, Any], batches: int, wall_time: float | None = None
@@ -116,7 +116,7 @@ def open_writer(run_dir: Path, *, start_batches: int = 0) -> ScalarWriter | None
     while path.exists():  # the same second, host and pid: a second writer in one process
         suffix += 1
         path = log_dir / f"{name[:-2]}.{suffix}"
-    writer = ScalarWriter(open(path, "xb"), log_dir)  # noqa: SIM115 - closed by close()
+    writer = ScalarWriter(open(path, "xb"), path)  # noqa: SIM115 - closed by close()
     writer._record(_event(now, step=0, field=3, payload=b"brain.Event:2"))
     if start_batches > 0:  # SessionLog(status=START): TensorBoard purges steps after it
         writer._record(_event(now, step=start_batches + 1, field=7, payload=b"\x08\x01"))

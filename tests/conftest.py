@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.plugins import Plugins
+from hydra.version import VersionBase
 from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,3 +82,23 @@ def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl``."""
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@contextlib.contextmanager
+def isolated_hydra() -> Iterator[None]:
+    """Snapshot the ConfigStore and clear GlobalHydra; restore both on the way out."""
+    # Hydra imports its plugins (which register their own configs) once per process: do it
+    # before the snapshot, so restoring the snapshot keeps the plugins' configs.
+    Plugins.instance()
+    store = ConfigStore.instance()
+    saved = copy.deepcopy(store.repo)
+    # initialize_config_dir(version_base=...) sets Hydra's process-wide version base, which
+    # decides defaults such as hydra.job.chdir for every later Hydra app in this process.
+    version_base = VersionBase.instance().getbase()
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()
+        store.repo = saved
+        VersionBase.instance().version_base = version_base

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 import subprocess
 import sys
@@ -14,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import isolated_hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.plugins import Plugins
 from hydra.errors import ConfigCompositionException
 from hydra.version import VersionBase
 from omegaconf import DictConfig, OmegaConf
@@ -57,26 +55,6 @@ DESIGN_KEYS = {
 # --- in-process composition ----------------------------------------------------------------
 
 Compose = Callable[..., DictConfig]
-
-
-@contextlib.contextmanager
-def isolated_hydra() -> Iterator[None]:
-    """Snapshot the ConfigStore and clear GlobalHydra; restore both on the way out."""
-    # Hydra imports its plugins (which register their own configs) once per process: do it
-    # before the snapshot, so restoring the snapshot keeps the plugins' configs.
-    Plugins.instance()
-    store = ConfigStore.instance()
-    saved = copy.deepcopy(store.repo)
-    # initialize_config_dir(version_base=...) sets Hydra's process-wide version base, which
-    # decides defaults such as hydra.job.chdir for every later Hydra app in this process.
-    version_base = VersionBase.instance().getbase()
-    GlobalHydra.instance().clear()
-    try:
-        yield
-    finally:
-        GlobalHydra.instance().clear()
-        store.repo = saved
-        VersionBase.instance().version_base = version_base
 
 
 @pytest.fixture

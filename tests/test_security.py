@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import ast
 import collections
-import contextlib
-import copy
 import json
 import os
 import pickle
@@ -35,14 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import isolated_hydra
 from hydra import compose, initialize_config_dir
 from hydra._internal.callbacks import Callbacks
-from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from hydra.types import HydraContext
-from hydra.version import VersionBase
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
@@ -328,29 +324,13 @@ def printable_line(text: str) -> bool:
     return text.isprintable() and bool(text.strip())
 
 
-@contextlib.contextmanager
-def hydra_app() -> Iterator[None]:
-    """The example app's config dir, initialised for in-process composition; the
-    ConfigStore, GlobalHydra and Hydra's version base restored afterwards."""
-    Plugins.instance()
-    store = ConfigStore.instance()
-    saved = copy.deepcopy(store.repo)
-    version_base = VersionBase.instance().getbase()
-    GlobalHydra.instance().clear()
-    try:
+@pytest.fixture(scope="module")
+def app() -> Iterator[None]:
+    """The example app's config dir, initialised for in-process composition."""
+    with isolated_hydra():
         conf.register()
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             yield
-    finally:
-        GlobalHydra.instance().clear()
-        store.repo = saved
-        VersionBase.instance().version_base = version_base
-
-
-@pytest.fixture(scope="module")
-def app() -> Iterator[None]:
-    with hydra_app():
-        yield
 
 
 def _no_task(cfg: DictConfig) -> None:  # the dry run never calls it
