@@ -47,9 +47,9 @@ PHASES = {
     # BasicSweeper composes every job's config once before launching (its validation).
     "validate": ("hydra.plugins.sweeper", "Sweeper.validate_batch_is_legal"),
     # detflow validates every planned point before launching.
-    "validate_points": ("detflow._hydra_sweep", "_validate_points"),
+    "validate_points": ("detflow._hydra.sweeper", "_validate_points"),
     # detflow's driver writes searcher.json and results.csv.
-    "save_state": ("detflow._sweep", "SweepDriver._save_state"),
+    "save_state": ("detflow._search.driver", "SweepDriver._save_state"),
 }
 _spent: dict[str, float] = {}
 

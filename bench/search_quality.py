@@ -18,8 +18,8 @@ one; it costs ``(z_end - z_start) / 100`` of one full-length trial, in simulated
 worker, and its result is the benchmark's value at ``z_end``. A free worker asks for the next
 job at once. Algorithms:
 
-- **random**: detflow's :class:`~detflow._search.RandomSearcher`, every trial at ``z = 100``;
-- **asha**: detflow's :class:`~detflow._search.AshaSearcher` with detflow's defaults
+- **random**: detflow's ``RandomSearcher``, every trial at ``z = 100``;
+- **asha**: detflow's :class:`~detflow._search.searchers.AshaSearcher` with detflow's defaults
   (``divisor=4``, ``max_rungs=5``), ``max_length = 100`` in units of ``z``, rounded up to a
   whole ``z`` (the rounding merges equal rungs: rungs at z = 1, 2, 7, 25, 100); a promotion
   continues from the trial's checkpoint, paying only for the extra fidelity;
@@ -64,8 +64,8 @@ from typing import Any, Protocol
 
 import detflow
 from bench._common import table
-from detflow._search import Job, Searcher, make_searcher
-from detflow._space import Interval, Space
+from detflow._search.searchers import Job, Searcher, make_searcher
+from detflow._search.space import Interval, Space
 
 BENCHMARKS = ("mfh6_good", "mfh6_terrible")
 ALGORITHMS = ("random", "asha", "asha_r4", "asha3", "optuna", "tpe")
@@ -142,7 +142,7 @@ class Policy(Protocol):
 
 
 class DetflowPolicy:
-    """A detflow :class:`~detflow._search.Searcher`, lengths in units of the fidelity ``z``."""
+    """A detflow ``Searcher``, lengths in units of the fidelity ``z``."""
 
     def __init__(self, searcher: Searcher, problem: Problem) -> None:
         self.searcher = searcher

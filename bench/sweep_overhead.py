@@ -27,7 +27,7 @@ Each runs with ``hydra/launcher=basic`` (in-process) and with ``hydra/launcher=d
 - **driver CPU/trial**: the sweeping process's own CPU time (``getrusage`` at exit), less the
   task functions' CPU when they ran in it, divided by N.
 
-A Hydra-free run of :class:`detflow._sweep.SweepDriver` with an instant launcher (a job
+A Hydra-free run of :class:`detflow._search.driver.SweepDriver` with an instant launcher (a job
 "ends" as soon as it starts) isolates detflow's own bookkeeping per trial, at two sizes to
 show how it grows with the number of trials. ``--profile`` runs only the in-process detflow
 sweep, under :mod:`cProfile`, at the same two sizes, and lists where the time goes.
@@ -50,9 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import machine, table
-from detflow._search import Job, RandomSearcher
-from detflow._space import Choice
-from detflow._sweep import SweepDriver, TrialOutcome
+from detflow._search.driver import SweepDriver, TrialOutcome
+from detflow._search.searchers import Job, RandomSearcher
+from detflow._search.space import Choice
 
 APP = Path(__file__).with_name("_sweep_app.py")
 TARGET_GAP_MS = 30.0
@@ -222,7 +222,7 @@ def run_side(side: Side, n: int, workdir: Path, profile: Path | None = None) -> 
 
 # -- detflow's driver alone, without Hydra -----------------------------------------------------
 class InstantLauncher:
-    """A :class:`~detflow._sweep.TrialLauncher` whose jobs end as they start.
+    """A :class:`~detflow._search.driver.TrialLauncher` whose jobs end as they start.
 
     A started job writes the ``result.json`` a one-batch trial would (timed apart, as "task").
     """
@@ -315,16 +315,16 @@ def time_driver(n: int, workdir: Path) -> DriverTiming:
 # -- the profile ------------------------------------------------------------------------------
 #: (path suffix, function) -> label, for the profile's named rows.
 NAMED = {
-    ("detflow/_hydra_sweep.py", "run_sweep"): "run_sweep (the sweeper, start to end)",
-    ("detflow/_hydra_sweep.py", "_validate_points"): "  validate every point (load_config x N)",
-    ("detflow/_sweep.py", "run"): "  SweepDriver.run (the search loop)",
-    ("detflow/_sweep.py", "_save_state"): "    _save_state (2 per trial)",
-    ("detflow/_checkpoint.py", "write_atomic"): "      write_atomic (fsync file + dir)",
+    ("detflow/_hydra/sweeper.py", "run_sweep"): "run_sweep (the sweeper, start to end)",
+    ("detflow/_hydra/sweeper.py", "_validate_points"): "  validate every point (load_config x N)",
+    ("detflow/_search/driver.py", "run"): "  SweepDriver.run (the search loop)",
+    ("detflow/_search/driver.py", "_save_state"): "    _save_state (2 per trial)",
+    ("detflow/_core/files.py", "write_atomic"): "      write_atomic (fsync file + dir)",
     ("~", "<built-in method posix.fsync>"): "        os.fsync (driver and task)",
-    ("detflow/_search.py", "state_dict"): "      Searcher.state_dict",
-    ("detflow/_sweep.py", "results_csv"): "      results_csv",
-    ("detflow/_sweep.py", "read_result"): "        read_result (result.json)",
-    ("detflow/_search.py", "trials"): "        Searcher.trials",
+    ("detflow/_search/searchers.py", "state_dict"): "      Searcher.state_dict",
+    ("detflow/_search/driver.py", "results_csv"): "      results_csv",
+    ("detflow/_search/driver.py", "read_result"): "        read_result (result.json)",
+    ("detflow/_search/searchers.py", "trials"): "        Searcher.trials",
     ("hydra/_internal/core_plugins/basic_launcher.py", "launch"): "    BasicLauncher.launch",
     ("hydra/_internal/config_loader_impl.py", "load_sweep_config"): "      compose the config",
     ("hydra/core/utils.py", "run_job"): "      run_job (job dir, logging, yaml)",

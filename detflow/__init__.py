@@ -6,22 +6,29 @@ provenance, batch-size scaling, search and launchers.
 
 from __future__ import annotations
 
-from detflow._config import HparamRecord, LoadedConfig, load_config
-from detflow._errors import ConfigError
-from detflow._experiment import Experiment, SearcherSettings
-from detflow._init import init, main
-from detflow._merge import HparamLayers, MergedHparams, Precedence, Source, merge_hparams
-from detflow._resolvers import register_resolvers
-from detflow._run import FitResult, Run, TrialError
-from detflow._scale import ScaleRule, apply_rule, scale_factor, scaled
-from detflow._schema import ExperimentConfig, OptimizationsConfig, ResourcesConfig, SearcherConfig
-from detflow._store import register_experiment
-from detflow._trial import Trial
-from detflow._units import BatchMath, Length, Unit, parse_length
+from detflow._core.artifacts import HparamRecord
+from detflow._core.errors import ConfigError, DetflowError, TrialError
+from detflow._core.experiment import Experiment, SearcherSettings
+from detflow._core.merge import HparamLayers, MergedHparams, Precedence, Source, merge_hparams
+from detflow._core.scale import ScaleRule, apply_rule, scale_factor, scaled
+from detflow._core.schema import (
+    ExperimentConfig,
+    OptimizationsConfig,
+    ResourcesConfig,
+    SearcherConfig,
+)
+from detflow._core.units import BatchMath, Length, Unit, parse_length
+from detflow._harness.run import FitResult, Run
+from detflow._harness.trial import Trial
+from detflow._hydra.config import LoadedConfig, load_config
+from detflow._hydra.init import init, main
+from detflow._hydra.resolvers import register_resolvers
+from detflow._hydra.store import register_experiment
 
 __all__ = [
     "BatchMath",
     "ConfigError",
+    "DetflowError",
     "Experiment",
     "ExperimentConfig",
     "FitResult",

@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from detflow._run import Run
-from detflow._trial import Trial
+from detflow._harness.run import Run
+from detflow._harness.trial import Trial
 
 __all__ = ["TorchCollective", "TorchTrial", "accuracy", "init_distributed"]
 
@@ -36,7 +36,7 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
 
 
 class TorchCollective:
-    """:class:`~detflow._collective.Collective` over ``torch.distributed``."""
+    """:class:`~detflow._harness.collective.Collective` over ``torch.distributed``."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device

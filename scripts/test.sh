@@ -25,5 +25,8 @@ ruff format --check .
 step "mypy"
 mypy
 
+step "lint-imports (the layer contract, README \"Layout\")"
+lint-imports
+
 step "pytest"
 python -m pytest -q "$@"

@@ -1,8 +1,8 @@
-"""Fault injection for ``tests/test_faults.py``: SIGKILL a process inside a checkpoint write.
+"""Fault injection for ``tests/e2e/test_faults.py``: SIGKILL a process inside a checkpoint write.
 
 Put this directory first on ``PYTHONPATH`` and set ``DETFLOW_TEST_KILL=<point>:<n>``; the
 interpreter imports this module at start-up (``site`` imports ``sitecustomize``), and the
-process kills itself with ``SIGKILL`` at the ``n``-th time ``detflow/_checkpoint.py`` reaches
+process kills itself with ``SIGKILL`` at the ``n``-th time the checkpoint store reaches
 ``point``, one of:
 
 ``trial-state``
@@ -18,8 +18,8 @@ process kills itself with ``SIGKILL`` at the ``n``-th time ``detflow/_checkpoint
     ``best.json``'s new content is in its temporary file, not yet renamed over it
 
 Only ``os.fsync`` and ``os.replace`` are wrapped, and only calls made from
-``detflow/_checkpoint.py`` count: production code has no test hooks. Without the variable
-nothing is changed.
+``detflow/_harness/checkpoint.py`` and ``detflow/_core/files.py`` count: production code has
+no test hooks. Without the variable nothing is changed.
 """
 
 from __future__ import annotations
@@ -34,9 +34,16 @@ from typing import Any
 POINTS = ("trial-state", "rename", "after-rename", "latest", "best")
 
 
+#: The modules whose calls count: the checkpoint store and the atomic writes it uses.
+_CHECKPOINT_WRITERS = (
+    os.path.join("detflow", "_harness", "checkpoint.py"),
+    os.path.join("detflow", "_core", "files.py"),
+)
+
+
 def _from_checkpoint_module() -> bool:
-    """Whether the wrapped call comes from ``detflow/_checkpoint.py`` (two frames up)."""
-    return sys._getframe(2).f_code.co_filename.endswith(os.path.join("detflow", "_checkpoint.py"))
+    """Whether the wrapped call comes from the checkpoint store's writes (two frames up)."""
+    return sys._getframe(2).f_code.co_filename.endswith(_CHECKPOINT_WRITERS)
 
 
 def _fd_path(fd: int) -> Path | None:

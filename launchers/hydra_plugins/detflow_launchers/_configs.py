@@ -8,7 +8,7 @@ one would no longer pickle.)
 # No `from __future__ import annotations`: OmegaConf reads these annotations at run time.
 from dataclasses import dataclass, field
 
-from detflow._slurm_settings import SlurmSettings
+from detflow._launch.slurm_settings import SlurmSettings
 
 
 @dataclass
@@ -25,6 +25,6 @@ class DetflowLocalConf:
 
 @dataclass
 class DetflowSlurmConf(SlurmSettings):
-    """The options of :class:`detflow._slurm_settings.SlurmSettings`, with Hydra's target."""
+    """The options of :class:`detflow._launch.slurm_settings.SlurmSettings`, with Hydra's target."""
 
     _target_: str = "hydra_plugins.detflow_launchers.slurm.DetflowSlurmLauncher"

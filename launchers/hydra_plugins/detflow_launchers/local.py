@@ -1,4 +1,4 @@
-"""``hydra/launcher=detflow_local``: trials as local processes (see detflow._local_launcher)."""
+"""``hydra/launcher=detflow_local``: trials as local processes (see detflow._launch.local)."""
 
 from collections.abc import Sequence
 
@@ -21,6 +21,6 @@ class DetflowLocalLauncher(DelegatingLauncher):
         gpus_per_trial: int = 0,
         start_method: str = "fork_server",
     ) -> None:
-        from detflow._local_launcher import LocalProcesses
+        from detflow._launch.local import LocalProcesses
 
         self._impl = LocalProcesses(max_parallel, list(gpus), gpus_per_trial, start_method)

@@ -1,4 +1,4 @@
-"""``hydra/launcher=detflow_slurm``: trials as Slurm jobs (see detflow._slurm_launcher)."""
+"""``hydra/launcher=detflow_slurm``: trials as Slurm jobs (see detflow._launch.slurm)."""
 
 from typing import Any
 
@@ -15,7 +15,7 @@ class DetflowSlurmLauncher(DelegatingLauncher):
     """Submits jobs with submitit; non-blocking ``start``/``wait`` for detflow's sweeper."""
 
     def __init__(self, **settings: Any) -> None:
-        from detflow._slurm_launcher import SlurmTrials, settings_from
+        from detflow._launch.slurm import SlurmTrials, settings_from
 
         self._impl = SlurmTrials(settings_from(settings))
         self.dry_run = self._impl.dry_run

@@ -1,4 +1,4 @@
-"""``hydra/sweeper=detflow``: single, grid, random and ASHA search (thin; see detflow._sweep)."""
+"""``hydra/sweeper=detflow``: single, grid, random and ASHA search (a shim)."""
 
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ class DetflowSweeper(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from detflow._hydra_sweep import make_launcher
+        from detflow._hydra.sweeper import make_launcher
 
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = make_launcher(hydra_context, task_function, config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from detflow._hydra_sweep import run_sweep
+        from detflow._hydra.sweeper import run_sweep
 
         assert self.config is not None and self.launcher is not None
         return run_sweep(self.config, self.launcher, arguments)

@@ -1,0 +1,238 @@
+"""A validated, typed view of a resolved experiment config.
+
+Every config error is found here, before any training or submission starts, and reads as
+one line naming the key, the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from detflow._core.errors import ConfigError
+from detflow._core.merge import Precedence
+from detflow._core.schema import ExperimentConfig, SearcherConfig
+from detflow._core.units import BatchMath, Length, parse_length
+
+__all__ = ["SEARCHER_NAMES", "Experiment", "SearcherSettings"]
+
+#: Trials a sweep may plan: each is checked before any starts, and its state kept.
+MAX_TRIALS = 100_000
+#: The most rungs ASHA may have: with divisor >= 2 the lowest is then max_length / 2**63,
+#: less than any count; more would only make ever-larger numbers (10**6 rungs: a hang).
+MAX_RUNGS = 64
+_SEARCHER = SearcherConfig()  # the schema is the one table of defaults
+_EXPERIMENT = ExperimentConfig()
+
+SEARCHER_NAMES = ("single", "grid", "random", "asha")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class SearcherSettings:
+    """``searcher`` after validation."""
+
+    name: str
+    metric: str
+    smaller_is_better: bool
+    max_length: Length
+    max_trials: int
+    max_concurrent_trials: int
+    divisor: int
+    max_rungs: int
+    space: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment config whose every value has been checked.
+
+    Examples
+    --------
+    >>> exp = Experiment.from_mapping({
+    ...     "hyperparameters": {"global_batch_size": 32},
+    ...     "searcher": {"max_length": "600 records"},
+    ... })
+    >>> exp.searcher.max_length
+    Length(value=600, unit=<Unit.RECORDS: 'records'>)
+    >>> exp.batch_math(batches_per_epoch=None).to_batches(exp.searcher.max_length)
+    19
+    """
+
+    name: str
+    seed: int
+    resume: bool
+    hparams_precedence: Precedence
+    hyperparameters: dict[str, Any]
+    searcher: SearcherSettings
+    records_per_epoch: int | None
+    min_validation_period: Length
+    min_checkpoint_period: Length
+    scheduling_unit: int
+    aggregation_frequency: int
+    slots_per_trial: int
+    notices: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def global_batch_size(self) -> int:
+        """``hyperparameters.global_batch_size``, validated."""
+        value = self.hyperparameters["global_batch_size"]
+        assert isinstance(value, int)
+        return value
+
+    @property
+    def per_slot_batch_size(self) -> int:
+        """Records each slot (process) takes from one global batch."""
+        return self.global_batch_size // self.slots_per_trial
+
+    def batch_math(self, batches_per_epoch: int | None) -> BatchMath:
+        """The length converter: epochs from ``records_per_epoch``, else from the data."""
+        if self.records_per_epoch is not None:
+            return BatchMath.from_records_per_epoch(
+                self.global_batch_size, self.aggregation_frequency, self.records_per_epoch
+            )
+        return BatchMath(self.global_batch_size, self.aggregation_frequency, batches_per_epoch)
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> Experiment:
+        """Validate a resolved config; raise :class:`ConfigError` on the first bad value."""
+        notices: list[str] = []
+        searcher_cfg = _section(cfg, "searcher")
+        name = _get(searcher_cfg, "searcher.name", _SEARCHER.name)
+        if name not in SEARCHER_NAMES:
+            raise ConfigError("searcher.name", name, f"one of {', '.join(SEARCHER_NAMES)}")
+        space = _get(searcher_cfg, "searcher.space", {})
+        if not isinstance(space, Mapping):
+            raise ConfigError("searcher.space", space, "a mapping of dotted keys to sweep values")
+        searcher = SearcherSettings(
+            name=name,
+            metric=_string(searcher_cfg, "searcher.metric", _SEARCHER.metric),
+            smaller_is_better=_boolean(
+                searcher_cfg, "searcher.smaller_is_better", _SEARCHER.smaller_is_better
+            ),
+            max_length=_length(searcher_cfg, "searcher.max_length", _SEARCHER.max_length, notices),
+            max_trials=_positive(
+                searcher_cfg, "searcher.max_trials", _SEARCHER.max_trials, maximum=MAX_TRIALS
+            ),
+            max_concurrent_trials=_positive(
+                searcher_cfg, "searcher.max_concurrent_trials", _SEARCHER.max_concurrent_trials
+            ),
+            divisor=_positive(searcher_cfg, "searcher.divisor", _SEARCHER.divisor, minimum=2),
+            max_rungs=_positive(
+                searcher_cfg, "searcher.max_rungs", _SEARCHER.max_rungs, maximum=MAX_RUNGS
+            ),
+            space=dict(space),
+        )
+        hparams = _get(cfg, "hyperparameters", _MISSING)
+        if hparams is _MISSING or not isinstance(hparams, Mapping):
+            raise ConfigError(
+                "hyperparameters",
+                None if hparams is _MISSING else hparams,
+                "a mapping that gives at least global_batch_size",
+            )
+        hparams = dict(hparams)
+        gbs = _positive(hparams, "hyperparameters.global_batch_size", _MISSING)
+        slots = _positive(
+            _section(cfg, "resources"),
+            "resources.slots_per_trial",
+            _EXPERIMENT.resources.slots_per_trial,
+        )
+        if gbs % slots:
+            raise ConfigError(
+                "hyperparameters.global_batch_size",
+                gbs,
+                f"a multiple of resources.slots_per_trial ({slots}): equal shares per slot",
+            )
+        if "base_batch_size" in hparams:
+            _positive(hparams, "hyperparameters.base_batch_size", _MISSING)
+        records_per_epoch = _get(cfg, "records_per_epoch", None)
+        if records_per_epoch is not None:
+            records_per_epoch = _positive(cfg, "records_per_epoch", None)
+        return cls(
+            name=_string(cfg, "name", _EXPERIMENT.name),
+            seed=_integer(cfg, "seed", _EXPERIMENT.seed),
+            resume=_boolean(cfg, "resume", _EXPERIMENT.resume),
+            hparams_precedence=Precedence.parse(
+                _get(cfg, "hparams_precedence", _EXPERIMENT.hparams_precedence)
+            ),
+            hyperparameters=hparams,
+            searcher=searcher,
+            records_per_epoch=records_per_epoch,
+            min_validation_period=_length(
+                cfg, "min_validation_period", _EXPERIMENT.min_validation_period, notices
+            ),
+            min_checkpoint_period=_length(
+                cfg, "min_checkpoint_period", _EXPERIMENT.min_checkpoint_period, notices
+            ),
+            scheduling_unit=_positive(cfg, "scheduling_unit", _EXPERIMENT.scheduling_unit),
+            aggregation_frequency=_positive(
+                _section(cfg, "optimizations"),
+                "optimizations.aggregation_frequency",
+                _EXPERIMENT.optimizations.aggregation_frequency,
+            ),
+            slots_per_trial=slots,
+            notices=tuple(notices),
+        )
+
+
+def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = cfg.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, value, "a mapping")
+    return value
+
+
+def _get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf not in cfg or (cfg[leaf] is None and default is not None):
+        if default is _MISSING:
+            raise ConfigError(key, None, "a value: it is required and missing")
+        return default
+    return cfg[leaf]
+
+
+def _integer(cfg: Mapping[str, Any], key: str, default: Any) -> int:
+    value = _get(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, value, "an integer")
+    return value
+
+
+def _positive(
+    cfg: Mapping[str, Any], key: str, default: Any, minimum: int = 1, maximum: int | None = None
+) -> int:
+    value = _get(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            key, value, f"an integer >= {minimum}" if minimum > 1 else "a positive integer"
+        )
+    if maximum is not None and value > maximum:
+        raise ConfigError(key, value, f"an integer from {minimum} to {maximum}")
+    return value
+
+
+def _boolean(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = _get(cfg, key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+    return value
+
+
+def _string(cfg: Mapping[str, Any], key: str, default: str) -> str:
+    value = _get(cfg, key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, value, "a non-empty string")
+    return value
+
+
+def _length(cfg: Mapping[str, Any], key: str, default: Any, notices: list[str]) -> Length:
+    raw = _get(cfg, key, default)
+    if isinstance(raw, Mapping) and len(raw) > 1:
+        # Layers merged key by key: the unit given last is the one the user meant.
+        unit, amount = list(raw.items())[-1]
+        notices.append(f"{key} had {len(raw)} units {dict(raw)!r}; using the one given last")
+        raw = {unit: amount}
+    return parse_length(raw, key)

@@ -1,0 +1,226 @@
+"""The one hyperparameter merge: layers, precedence and where each value came from.
+
+Pure Python: the layers arrive as plain mappings; nothing here knows of Hydra.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from detflow._core.errors import ConfigError
+
+__all__ = ["HparamLayers", "MergedHparams", "Precedence", "Replacement", "Source", "merge_hparams"]
+
+
+class Source(str, enum.Enum):
+    """The layer a hyperparameter's value came from, lowest first."""
+
+    DEFAULT = "default"
+    CONFIG = "config"
+    CODE = "code"
+    OVERRIDE = "override"
+    SEARCHER = "searcher"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Precedence(str, enum.Enum):
+    """``hparams_precedence``: which of code and config wins when both give a value."""
+
+    CODE = "code"
+    CONFIG = "config"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, raw: object, key: str = "hparams_precedence") -> Precedence:
+        """The precedence named ``raw``.
+
+        >>> Precedence.parse("config")
+        <Precedence.CONFIG: 'config'>
+        """
+        for member in cls:
+            if raw == member.value:
+                return member
+        raise ConfigError(key, raw, "one of code, config")
+
+
+@dataclass(frozen=True)
+class HparamLayers:
+    """The hyperparameters each layer gives, as nested mappings."""
+
+    default: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    code: Mapping[str, Any] = field(default_factory=dict)
+    override: Mapping[str, Any] = field(default_factory=dict)
+    searcher: Mapping[str, Any] = field(default_factory=dict)
+
+    def ordered(self, precedence: Precedence) -> list[tuple[Source, Mapping[str, Any]]]:
+        """The layers lowest first: code above config, unless ``precedence`` is config."""
+        middle = [(Source.CONFIG, self.config), (Source.CODE, self.code)]
+        if precedence is Precedence.CONFIG:
+            middle.reverse()
+        return [
+            (Source.DEFAULT, self.default),
+            *middle,
+            (Source.OVERRIDE, self.override),
+            (Source.SEARCHER, self.searcher),
+        ]
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A value given in code that a higher layer replaced."""
+
+    key: str
+    code_value: Any
+    value: Any
+    winner: Source
+
+    def __str__(self) -> str:
+        return (
+            f"hyperparameters.{self.key}: code gave {self.code_value!r}, "
+            f"{self.winner.value} gave {self.value!r}; using {self.winner.value}'s {self.value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class MergedHparams:
+    """The merged hyperparameters (unresolved), each leaf's source, and code values replaced."""
+
+    values: dict[str, Any]
+    sources: dict[str, Source]
+    replaced: tuple[Replacement, ...] = ()
+
+
+def merge_hparams(
+    layers: HparamLayers, precedence: Precedence | str = Precedence.CODE
+) -> MergedHparams:
+    """Merge the layers deeply (nested mappings key by key), higher layers winning.
+
+    Examples
+    --------
+    >>> merged = merge_hparams(
+    ...     HparamLayers(config={"lr": 0.1, "opt": {"name": "sgd", "momentum": 0.9}},
+    ...                  code={"lr": 0.3, "opt": {"momentum": 0.8}},
+    ...                  override={"lr": 0.2}))
+    >>> merged.values
+    {'lr': 0.2, 'opt': {'name': 'sgd', 'momentum': 0.8}}
+    >>> {k: str(s) for k, s in merged.sources.items()}
+    {'lr': 'override', 'opt.name': 'config', 'opt.momentum': 'code'}
+    >>> print(merged.replaced[0])
+    hyperparameters.lr: code gave 0.3, override gave 0.2; using override's 0.2
+    """
+    order = layers.ordered(Precedence.parse(precedence))
+    values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    code_leaves: dict[str, Any] = {}
+    for source, layer in order:
+        if not isinstance(layer, Mapping):
+            raise ConfigError(
+                f"{source.value} hyperparameters", layer, "a mapping of names to values"
+            )
+        check_keys(layer, "")
+        _merge_into(values, sources, layer, source, "")
+        if source is Source.CODE:
+            code_leaves = dict(_leaves(layer, ""))
+    replaced = []
+    for key, code_value in code_leaves.items():
+        path, winner = _owner(sources, key)
+        if winner is None or winner is Source.CODE:
+            continue
+        value = _get(values, path)
+        if value != code_value:
+            replaced.append(Replacement(key, code_value, value, winner))
+    ordered_sources = {key: sources[key] for key, _ in _leaves(values, "")}
+    return MergedHparams(values, ordered_sources, tuple(replaced))
+
+
+def _owner(sources: Mapping[str, Source], key: str) -> tuple[str, Source | None]:
+    """Which layer now holds ``key``: itself, a value above it, or a mapping under it."""
+    if key in sources:
+        return key, sources[key]
+    for path, source in sources.items():
+        if key.startswith(path + "."):  # a scalar replaced the mapping holding key
+            return path, source
+    below = [source for path, source in sources.items() if path.startswith(key + ".")]
+    if below:
+        return key, max(below, key=_LAYER_ORDER.index)
+    # Gone: a scalar replaced a mapping above key, then a higher layer put a mapping back
+    # without key. The mapping's owner is the highest layer among its leaves.
+    parts = key.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        ancestor = ".".join(parts[:end])
+        inside = [source for path, source in sources.items() if path.startswith(ancestor + ".")]
+        if inside:
+            return ancestor, max(inside, key=_LAYER_ORDER.index)
+    return key, None
+
+
+_LAYER_ORDER = list(Source)
+
+
+def check_keys(layer: Mapping[Any, Any], prefix: str) -> None:
+    for key, value in layer.items():
+        if not isinstance(key, str) or not key or "." in key:
+            where = f"hyperparameters.{prefix}".rstrip(".")
+            raise ConfigError(where, key, "non-empty string keys without dots (nest mappings)")
+        if isinstance(value, Mapping):
+            check_keys(value, f"{prefix}{key}.")
+
+
+def _merge_into(
+    target: dict[str, Any],
+    sources: dict[str, Source],
+    layer: Mapping[Any, Any],
+    source: Source,
+    prefix: str,
+) -> None:
+    for key, value in layer.items():
+        path = prefix + key
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge_into(target[key], sources, value, source, path + ".")
+            continue
+        for stale in [k for k in sources if k == path or k.startswith(path + ".")]:
+            del sources[stale]
+        target[key] = _plain_copy(value)
+        for leaf, _ in _leaves({key: value}, prefix):
+            sources[leaf] = source
+
+
+def _leaves(mapping: Mapping[Any, Any], prefix: str) -> Iterator[tuple[str, Any]]:
+    """Dotted keys of the leaves; an empty mapping counts as a leaf."""
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def _get(values: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _plain_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    return copy.deepcopy(value)
+
+
+def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted leaf keys of a nested mapping.
+
+    >>> flatten({"a": 1, "b": {"c": 2}})
+    {'a': 1, 'b.c': 2}
+    """
+    return dict(_leaves(values, ""))

@@ -1,0 +1,313 @@
+"""Checkpoints written atomically: temp directory, fsync, rename, then a pointer file.
+
+``checkpoints/<batches>/`` holds ``state.json`` (counters, RNG, metric) and the trial's
+state (JSON when it can be, else ``torch.save``); ``latest.json`` and ``best.json`` point at
+the last good and the best checkpoint; every other checkpoint is removed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from detflow._core.errors import CorruptCheckpoint
+from detflow._core.files import fsync_dir, naming, remove_quietly, write_atomic, write_synced
+
+__all__ = ["CheckpointStore", "CorruptCheckpoint"]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A checkpoint read back: the harness's state and the trial's."""
+
+    path: Path
+    meta: dict[str, Any]
+    trial_state: dict[str, Any]
+
+
+class CheckpointStore:
+    """The ``checkpoints/`` directory of one run.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = CheckpointStore(Path(tempfile.mkdtemp()) / "checkpoints")
+    >>> _ = store.save({"batches": 10}, {"w": [1.0]}, metric=0.5, smaller_is_better=True)
+    >>> store.load().trial_state
+    {'w': [1.0]}
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(
+        self,
+        meta: dict[str, Any],
+        trial_state: dict[str, Any],
+        metric: float | None,
+        smaller_is_better: bool,
+    ) -> Path:
+        """Write a checkpoint, point ``latest`` (and ``best`` when it is) at it, prune the rest.
+
+        A write that fails (a full disk, say) raises an ``OSError`` naming the file, leaves
+        no temporary file or directory, and leaves ``latest`` at the previous checkpoint.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"{int(meta['batches']):010d}"
+        final = self.root / name
+        tmp = self.root / f".tmp-{name}-{os.getpid()}"
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            _write_trial_state(tmp, trial_state)
+            write_synced(tmp / "state.json", json.dumps({**meta, "metric": metric}).encode())
+            fsync_dir(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException as exc:
+            remove_quietly(tmp)
+            written = getattr(exc, "filename", None)
+            if (
+                isinstance(exc, OSError)
+                and isinstance(written, str)
+                and Path(written).parent == tmp
+            ):
+                raise naming(exc, final / Path(written).name) from exc
+            raise
+        fsync_dir(self.root)
+        pointer = json.dumps({"name": name, "metric": metric}).encode()
+        try:
+            write_atomic(self.root / "latest.json", pointer)
+        except OSError:
+            if (self._pointer("latest.json") or {}).get("name") != name:
+                remove_quietly(final)  # latest still points at the previous checkpoint
+            raise
+        best = self._pointer("best.json")
+        if metric is not None and (
+            best is None
+            or best.get("metric") is None
+            or (metric < best["metric"] if smaller_is_better else metric > best["metric"])
+        ):
+            write_atomic(self.root / "best.json", pointer)
+        self._prune()
+        return final
+
+    def load(self) -> Loaded | None:
+        """The latest checkpoint, or ``None`` when there is none.
+
+        ``latest.json`` (written only once its checkpoint is complete) names it; without one,
+        the newest complete checkpoint. A write cut short (a ``.tmp-*`` directory) is not a
+        checkpoint and is ignored; so is a named checkpoint that was deleted (the next newest
+        is used). A checkpoint or ``latest.json`` that is there but cannot be read raises
+        :class:`CorruptCheckpoint`: resuming from an older one, or from scratch, would
+        silently redo (and overwrite) what was trained.
+        """
+        latest = self.root / "latest.json"
+        candidates = sorted(self._complete(), reverse=True)
+        if latest.exists():
+            try:
+                pointer = json.loads(latest.read_text())
+                name = pointer["name"]
+                if not isinstance(name, str) or not name.isdigit():
+                    raise ValueError(f"name {name!r} is not a checkpoint directory's")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CorruptCheckpoint(
+                    latest,
+                    exc,
+                    "delete it to resume from the newest complete checkpoint "
+                    f"({candidates[0].name if candidates else 'there is none'}), "
+                    "or start over in a new run directory",
+                ) from None
+            if (self.root / name).is_dir():
+                candidates.insert(0, self.root / name)
+        if not candidates:
+            return None
+        path = candidates[0]
+        earlier = [c.name for c in candidates[1:] if c.name != path.name]
+        advice = (
+            f"delete {path} to resume from "
+            + (f"the checkpoint before it ({earlier[0]})" if earlier else "scratch")
+            + ", or start over in a new run directory"
+        )
+        try:
+            meta = json.loads((path / "state.json").read_text())
+            if not isinstance(meta, dict) or meta.get("batches") != int(path.name):
+                found = meta.get("batches") if isinstance(meta, dict) else meta
+                raise ValueError(f"batches {found!r}, not the {int(path.name)} of its directory")
+        except (OSError, ValueError) as exc:
+            raise CorruptCheckpoint(path / "state.json", exc, advice) from None
+        try:
+            trial_state = _read_trial_state(path)
+        except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+            raise CorruptCheckpoint(_trial_file(path), exc, advice) from None
+        return Loaded(path, meta, trial_state)
+
+    def _pointer(self, name: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads((self.root / name).read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) and "name" in value else None
+
+    def _complete(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir() if p.is_dir() and p.name.isdigit()]
+
+    def _prune(self) -> None:
+        keep = {
+            p.get("name") for p in (self._pointer("latest.json"), self._pointer("best.json")) if p
+        }
+        for path in self.root.iterdir():
+            if path.name.startswith(".") and ".tmp-" in path.name:  # a write cut short
+                remove_quietly(path)
+            elif path.is_dir() and path.name.isdigit() and path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+#: The globals a ``trial.pkl`` may name (everything else is refused, so unpickling it runs
+#: no code): builtin containers and scalars, ``OrderedDict``, and numpy's arrays, dtypes and
+#: scalars (``numpy._core`` in numpy 2, ``numpy.core`` before; ``_frombuffer``: protocol 5).
+_PICKLE_GLOBALS = frozenset(
+    [
+        *(
+            (module, name)
+            for module in ("builtins", "__builtin__")
+            for name in ("complex", "set", "frozenset", "bytearray", "bytes", "slice", "range")
+        ),
+        ("collections", "OrderedDict"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        *(
+            (f"numpy.{core}.{module}", name)
+            for core in ("core", "_core")
+            for module, name in (
+                ("multiarray", "_reconstruct"),
+                ("multiarray", "scalar"),
+                ("numeric", "_frombuffer"),
+            )
+        ),
+    ]
+)
+_PICKLE_PROTOCOL = 4
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside :data:`_PICKLE_GLOBALS`; nothing was called."""
+
+    def __init__(self, path: Path, module: str, name: str) -> None:
+        self.global_name = f"{module}.{name}"
+        super().__init__(
+            f"{path}: refused to unpickle {self.global_name} (a trial.pkl may hold only "
+            "containers, numbers, strings and numpy arrays)"
+        )
+
+
+class _TrialStateUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only :data:`_PICKLE_GLOBALS`: a ``__reduce__``
+    payload (``os.system``, ``builtins.eval``, ...) is refused before anything runs."""
+
+    def __init__(self, file: IO[bytes], path: Path) -> None:
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise _RefusedGlobal(self.path, module, name)
+        return super().find_class(module, name)
+
+
+def _torch_safe_globals() -> list[Any]:
+    """numpy's array, dtype and scalar reconstruction, for ``torch.load(weights_only=True)``
+    (which refuses them otherwise): the same allow-list as a ``trial.pkl``'s."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return []
+    allowed: list[Any] = [numpy.ndarray, numpy.dtype]
+    allowed += list({type(numpy.dtype(code)) for code in numpy.typecodes["All"]})
+    multiarray = sys.modules.get("numpy._core.multiarray") or sys.modules.get(
+        "numpy.core.multiarray"
+    )
+    if multiarray is not None:
+        allowed += [multiarray._reconstruct, multiarray.scalar]
+    return allowed
+
+
+def _write_trial_state(directory: Path, state: dict[str, Any]) -> None:
+    """``trial.json`` when the state is JSON, else ``trial.pt`` (torch imported) or a
+    ``trial.pkl`` that :func:`_read_trial_state` can read back without running code."""
+    try:
+        data = json.dumps(state, allow_nan=True).encode()
+    except (TypeError, ValueError):
+        pass
+    else:
+        write_synced(directory / "trial.json", data)
+        return
+    if "torch" in sys.modules:
+        import torch
+
+        try:
+            with open(directory / "trial.pt", "wb") as handle:
+                torch.save(state, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise naming(exc, directory / "trial.pt") from exc
+        return
+    data = pickle.dumps(state, protocol=_PICKLE_PROTOCOL)
+    try:  # refused now, when saving, rather than at resume when the training is gone
+        _TrialStateUnpickler(io.BytesIO(data), directory / "trial.pkl").load()
+    except _RefusedGlobal as exc:
+        raise TypeError(
+            f"state_dict() holds a {exc.global_name}, which a checkpoint without torch does "
+            "not restore (it would run code to): return JSON values, numpy arrays, sets, "
+            "tuples, bytes, or import torch to save tensors"
+        ) from None
+    write_synced(directory / "trial.pkl", data)
+
+
+def _trial_file(directory: Path) -> Path:
+    """The file holding the trial's state in a checkpoint directory."""
+    for name in ("trial.json", "trial.pt", "trial.pkl"):
+        if (directory / name).exists():
+            return directory / name
+    return directory / "trial.json"
+
+
+def _read_trial_state(directory: Path) -> dict[str, Any]:
+    """The trial's state, read without running code from the checkpoint: JSON, torch's
+    ``weights_only`` loader, or a ``trial.pkl`` limited to :data:`_PICKLE_GLOBALS`. A file
+    that names anything else raises ``pickle.UnpicklingError`` naming the file and global."""
+    if (directory / "trial.json").exists():
+        state = json.loads((directory / "trial.json").read_text())
+    elif (directory / "trial.pt").exists():
+        import torch
+
+        path = directory / "trial.pt"
+        safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+        try:
+            if safe_globals is None:
+                state = torch.load(path, weights_only=True)
+            else:
+                with safe_globals(_torch_safe_globals()):
+                    state = torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as exc:  # weights_only refused a global
+            lines = [line.strip() for line in str(exc).splitlines()] or [type(exc).__name__]
+            why = next((line for line in lines if "GLOBAL" in line), lines[0])
+            raise pickle.UnpicklingError(f"{path}: refused by weights_only ({why})") from None
+    else:
+        path = directory / "trial.pkl"
+        with open(path, "rb") as handle:
+            state = _TrialStateUnpickler(handle, path).load()
+    if not isinstance(state, dict):
+        raise ValueError(f"a {type(state).__name__}, not the dict of the trial's state_dict()")
+    return state

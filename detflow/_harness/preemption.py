@@ -1,0 +1,61 @@
+"""Pre-emption: a signal asks every running run to checkpoint and stop.
+
+The handler only sets flags; the training loop stops at its next optimizer-step boundary,
+so the checkpoint is exact. Launchers install it in trial processes (Slurm sends
+``SIGUSR2`` before a time limit or a pre-emption, see ``signal_delay_s``).
+"""
+
+from __future__ import annotations
+
+import signal
+import weakref
+from types import FrameType
+from typing import Protocol
+
+__all__ = [
+    "Stoppable",
+    "install_stop_handler",
+    "note_stopped",
+    "register",
+    "request_stop",
+    "stopped",
+]
+
+
+class Stoppable(Protocol):
+    """What a stop request reaches: a run that checkpoints at its next step and returns."""
+
+    def request_stop(self) -> None: ...
+
+
+_runs: weakref.WeakSet[Stoppable] = weakref.WeakSet()
+_flags = {"requested": False, "stopped": False}
+
+
+def register(run: Stoppable) -> None:
+    """Track ``run`` (called as it starts training); a stop already requested reaches it."""
+    _runs.add(run)
+    if _flags["requested"]:
+        run.request_stop()
+
+
+def note_stopped() -> None:
+    """A run stopped early on request and saved a checkpoint."""
+    _flags["stopped"] = True
+
+
+def request_stop(signum: int | None = None, frame: FrameType | None = None) -> None:
+    """Ask every run in this process to checkpoint at its next step and stop."""
+    _flags["requested"] = True
+    for run in list(_runs):
+        run.request_stop()
+
+
+def stopped() -> bool:
+    """Whether a run stopped early on request (so the job should be requeued)."""
+    return _flags["stopped"]
+
+
+def install_stop_handler(signum: int = signal.SIGUSR2) -> None:
+    """Make ``signum`` request a stop (replacing, e.g., submitit's immediate exit)."""
+    signal.signal(signum, request_stop)

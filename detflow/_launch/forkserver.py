@@ -1,0 +1,237 @@
+"""A fork server for ``hydra/launcher=detflow_local``: trial processes in milliseconds.
+
+A fresh Python that imports Hydra, detflow and the task's modules takes ~0.3 s before the
+trial's first line runs. The fork server pays that once per sweep: it imports everything a
+job needs (the sweep's pickled Hydra context and task function), then forks one child per
+trial. A child sets its own environment (``CUDA_VISIBLE_DEVICES``, ``RANK``, ...) and output
+file before it runs the job, so nothing of one trial leaks into the next.
+
+Forking is only safe while the server is single-threaded and has not initialised CUDA. The
+server checks both after loading the task's modules; when either fails it answers
+``spawn`` and the launcher starts plain processes instead (as it does on platforms without
+``fork``).
+
+Protocol, one JSON object a line: the server first says ``{"state": "ready"}`` (or
+``"spawn"``); the launcher writes ``{"args": [job file, result file], "env": {...}, "log":
+path}``; the server answers ``{"pid": N}`` for each request, and ``{"ended": N, "code": C}``
+when a child exits (``C`` negative: killed by signal ``-C``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["ForkServer", "ForkedProcess"]
+
+_READY = "ready"
+_SPAWN = "spawn"
+
+
+class ForkedProcess:
+    """A trial process forked by the server: ``Popen``'s ``poll``/``wait``/``kill``."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self._server = server
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._server.collect(timeout=0)
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.poll() is None:
+            self._server.collect(timeout=0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+class ForkServer:
+    """The launcher's handle on one fork server process (one per sweep).
+
+    ``usable`` is false when the server could not fork safely; start plain processes then.
+    """
+
+    def __init__(self, shared: Path, env: dict[str, str], preexec: Any) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "detflow._launch.forkserver", str(shared)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            preexec_fn=preexec,
+            bufsize=0,
+        )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._to: IO[bytes] = self._process.stdin
+        self._from = self._process.stdout.fileno()
+        self._buffer = b""
+        self._children: dict[int, ForkedProcess] = {}
+        self.usable = self._message(timeout=None) == {"state": _READY}
+
+    def start(self, worker_args: list[str], env: dict[str, str], log: Path) -> ForkedProcess:
+        """Fork a child that runs the job: ``worker_args`` are the job and result files."""
+        request = {"args": worker_args, "env": env, "log": str(log)}
+        self._to.write(json.dumps(request).encode() + b"\n")
+        while True:
+            message = self._message(timeout=None)
+            if message is None or "state" in message:
+                raise OSError("the fork server died")
+            if "pid" in message:
+                child = ForkedProcess(self, int(message["pid"]))
+                self._children[child.pid] = child
+                return child
+            self._note(message)
+
+    def collect(self, timeout: float) -> None:
+        """Take in every exit the server has reported (waiting up to ``timeout`` for one)."""
+        while (message := self._message(timeout)) is not None:
+            if "state" in message:  # the server died
+                return
+            self._note(message)
+            timeout = 0
+
+    def close(self) -> None:
+        """Stop the server; children still running are killed with it."""
+        if self._process.poll() is None:
+            self._to.close()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        os.close(self._from)
+
+    def _note(self, message: dict[str, Any]) -> None:
+        child = self._children.pop(int(message["ended"]), None)
+        if child is not None:
+            child.returncode = int(message["code"])
+
+    def _message(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next message; ``None`` when none came within ``timeout`` seconds."""
+        while b"\n" not in self._buffer:
+            if not select.select([self._from], [], [], timeout)[0]:
+                return None
+            chunk = os.read(self._from, 1 << 16)
+            if not chunk:  # the server died, and every child with it (PDEATHSIG)
+                for child in self._children.values():
+                    child.returncode = -signal.SIGKILL
+                self._children.clear()
+                return {"state": "dead"}
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+
+# -- the server process -------------------------------------------------------------------------
+def _serve(shared_path: Path) -> int:
+    """Fork a child per request line on stdin; report pids and exits on stdout.
+
+    Single-threaded: one ``select`` over stdin and a wake-up pipe that ``SIGCHLD`` writes to.
+    """
+    from detflow._launch import worker as _worker
+
+    shared = _worker.load_shared(shared_path)
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # the task's own prints must not reach the protocol stream
+    if not _fork_is_safe():
+        out.write(json.dumps({"state": _SPAWN}).encode() + b"\n")
+        return 0
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the trials and the driver
+    out.write(json.dumps({"state": _READY}).encode() + b"\n")
+    stdin, pending, running = sys.stdin.fileno(), b"", 0
+    while True:
+        readable = select.select([stdin, wake_read], [], [])[0]
+        if wake_read in readable:
+            while True:
+                try:
+                    if not os.read(wake_read, 512):
+                        break
+                except BlockingIOError:
+                    break
+        while running:  # every child that has exited, whichever woke us
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            running -= 1
+            code = os.waitstatus_to_exitcode(status)
+            out.write(json.dumps({"ended": pid, "code": code}).encode() + b"\n")
+        if stdin not in readable:
+            continue
+        chunk = os.read(stdin, 1 << 16)
+        if not chunk:  # the launcher closed us: children die with the server (PDEATHSIG)
+            return 0
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child, measured by the launcher tests
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (wake_read, wake_write, out.fileno()):
+                    os.close(fd)
+                os.dup2(os.open(os.devnull, os.O_RDONLY), stdin)
+                os._exit(_child(shared, request))
+            running += 1
+            out.write(json.dumps({"pid": pid}).encode() + b"\n")
+
+
+def _child(shared: dict[str, Any], request: dict[str, Any]) -> int:  # pragma: no cover
+    from detflow._launch import worker as _worker
+    from detflow._launch.process import die_with_parent
+
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
+    os.environ.clear()
+    os.environ.update(request["env"])
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    try:
+        job, result = (Path(arg) for arg in request["args"])
+        code = _worker.run_loaded(shared, job, result)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # a child must never return into the server's loop
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
+def _fork_is_safe() -> bool:
+    """Single-threaded, and CUDA not initialised (a forked child could not use it)."""
+    if threading.active_count() > 1:
+        return False
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    initialized = getattr(cuda, "is_initialized", None)
+    return not (callable(initialized) and initialized())
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(Path(sys.argv[1])))

@@ -1,0 +1,265 @@
+"""``hydra/launcher=detflow_local``: trials as local processes, at most N at once.
+
+Each trial may be given its own GPUs from a list (``CUDA_VISIBLE_DEVICES``). Offers Hydra's
+blocking ``launch()`` and the non-blocking ``start()`` / ``wait()`` the sweeper uses.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import cloudpickle
+from hydra.core.utils import JobReturn
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from detflow._core.errors import ConfigError
+from detflow._launch.base import TrialProcesses, script_directory
+from detflow._launch.forkserver import ForkedProcess, ForkServer
+from detflow._launch.process import die_with_parent, free_port
+from detflow._launch.worker import job_return, write_shared_payload
+from detflow._search.driver import TrialOutcome
+
+__all__ = ["LocalProcesses"]
+
+_START_METHODS = ("fork_server", "spawn")
+
+
+@dataclass
+class _Job:
+    trial_id: int
+    overrides: list[str]
+    config: DictConfig | None = None
+    dir: Path = field(default_factory=Path)
+    processes: list[subprocess.Popen[bytes] | ForkedProcess] = field(default_factory=list)
+    gpus: list[int] = field(default_factory=list)
+    outputs: list[IO[bytes]] = field(default_factory=list)
+    error: str | None = None  # set when the job could not even start
+
+
+class LocalProcesses(TrialProcesses["_Job"]):
+    """Runs Hydra jobs as child processes of this one.
+
+    Parameters
+    ----------
+    max_parallel:
+        Jobs running at once (0: no limit beyond the sweep's ``max_concurrent_trials``).
+    gpus:
+        GPU ids to hand out; each job gets ``gpus_per_trial`` of them, exclusively.
+    gpus_per_trial:
+        GPUs per job; 0 takes ``resources.slots_per_trial`` when ``gpus`` is given.
+    start_method:
+        ``fork_server`` (a server that has imported the task's modules forks each trial, in
+        milliseconds; Linux only, and it falls back to ``spawn`` when forking is not safe) or
+        ``spawn`` (a fresh interpreter per trial, ~0.3 s more each).
+    """
+
+    poll_seconds = 0.02
+
+    def __init__(
+        self,
+        max_parallel: int = 0,
+        gpus: list[int] | None = None,
+        gpus_per_trial: int = 0,
+        start_method: str = "fork_server",
+    ) -> None:
+        if max_parallel < 0:
+            raise ConfigError(
+                "hydra.launcher.max_parallel", max_parallel, "0 or a positive integer"
+            )
+        if gpus_per_trial < 0:
+            raise ConfigError("hydra.launcher.gpus_per_trial", gpus_per_trial, "0 or more")
+        if start_method not in _START_METHODS:
+            raise ConfigError(
+                "hydra.launcher.start_method", start_method, " or ".join(_START_METHODS)
+            )
+        super().__init__()
+        if start_method == "fork_server" and not sys.platform.startswith("linux"):
+            start_method = "spawn"  # macOS system libraries are not fork-safe; Windows: no fork
+        self.max_parallel = max_parallel
+        self.start_method = start_method
+        self._fork_server: ForkServer | None = None
+        self.free_gpus = list(gpus or [])
+        self.gpus_per_trial = gpus_per_trial
+        self.pending: deque[_Job] = deque()
+        self.running: dict[int, _Job] = {}
+        self.unstarted: list[_Job] = []  # jobs whose config could not be composed
+        self._shared: Path | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self._shared = None  # a new sweep: a new payload and a new fork server
+        if self._fork_server is not None:
+            self._fork_server.close()
+            self._fork_server = None
+        if self.free_gpus and not self.gpus_per_trial:
+            slots = OmegaConf.select(config, "resources.slots_per_trial", default=1)
+            self.gpus_per_trial = int(slots)
+        if self.gpus_per_trial > len(self.free_gpus) and self.free_gpus:
+            raise ConfigError(
+                "hydra.launcher.gpus_per_trial",
+                self.gpus_per_trial,
+                f"at most the {len(self.free_gpus)} GPUs in hydra.launcher.gpus",
+            )
+
+    # -- the non-blocking interface the sweeper uses ----------------------------------------
+    def start(self, trial_id: int, overrides: list[str]) -> None:
+        """Queue ``trial_id``'s job; it starts as soon as a slot (and GPUs) are free."""
+        self.pending.append(_Job(trial_id, list(overrides)))
+        self._spawn_ready()
+
+    def _poll(self) -> list[_Job]:
+        ended = self._reap()
+        self._spawn_ready()
+        return ended
+
+    def _busy(self) -> bool:
+        return bool(self.running or self.pending or self.unstarted)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _spawn_ready(self) -> None:
+        while self.pending:
+            if self.max_parallel and len(self.running) >= self.max_parallel:
+                return
+            if self.gpus_per_trial and len(self.free_gpus) < self.gpus_per_trial:
+                return
+            job = self.pending.popleft()
+            job.gpus = [self.free_gpus.pop(0) for _ in range(self.gpus_per_trial)]
+            try:
+                self._spawn(job)
+            except Exception as exc:  # composition failed: this job fails, the others go on
+                lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                job.error = f"{type(exc).__name__}: {' '.join(lines[:3])}"
+                self.free_gpus.extend(job.gpus)
+                self.unstarted.append(job)
+                continue
+            self.running[job.trial_id] = job
+
+    def _spawn(self, job: _Job) -> None:
+        config, job.dir = self.compose(job.trial_id, job.overrides)
+        job.config = config
+        job.dir.mkdir(parents=True, exist_ok=True)
+        files = self._files(job)
+        files["job"].write_bytes(cloudpickle.dumps(config))
+        files["result"].unlink(missing_ok=True)
+        env = dict(os.environ)
+        # The child imports the task's modules as this process did: same script directory.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (script_directory(), os.environ.get("PYTHONPATH", "")) if p
+        )
+        if job.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in job.gpus)
+        slots = int(OmegaConf.select(config, "resources.slots_per_trial", default=1) or 1)
+        if slots > 1:  # one process per slot, torch.distributed over the environment
+            env.update(
+                WORLD_SIZE=str(slots),
+                LOCAL_WORLD_SIZE=str(slots),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(free_port()),
+            )
+        for rank in range(slots):
+            log_path = files["log"] if rank == 0 else files["log"].with_suffix(f".rank{rank}.log")
+            result = files["result"] if rank == 0 else files["result"].with_suffix(f".{rank}.pkl")
+            rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)} if slots > 1 else env
+            server = self._server(env)
+            if server is not None:
+                job.processes.append(
+                    server.start([str(files["job"]), str(result)], rank_env, log_path)
+                )
+                continue
+            output = open(log_path, "ab")  # noqa: SIM115 - closed when the job ends
+            job.outputs.append(output)
+            job.processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "detflow._launch.worker",
+                        str(self._shared_payload()),
+                        str(files["job"]),
+                        str(result),
+                    ],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env=rank_env,
+                    preexec_fn=die_with_parent,
+                )
+            )
+
+    def _server(self, env: dict[str, str]) -> ForkServer | None:
+        """The sweep's fork server, started on first use; ``None``: spawn processes."""
+        if self.start_method != "fork_server":
+            return None
+        if self._fork_server is None:
+            self._fork_server = ForkServer(self._shared_payload(), env, die_with_parent)
+            if not self._fork_server.usable:
+                self._fork_server.close()
+                self.start_method = "spawn"
+                return None
+        return self._fork_server
+
+    def _shared_payload(self) -> Path:
+        if self._shared is None:
+            assert self.config is not None
+            self._shared = write_shared_payload(
+                self.private_dir(), self.hydra_context, self.task_function
+            )
+        return self._shared
+
+    def _files(self, job: _Job) -> dict[str, Path]:
+        directory = self.private_dir()
+        return {
+            "job": directory / f"{job.trial_id}.config.pkl",
+            "result": directory / f"{job.trial_id}.result.pkl",
+            "log": job.dir / "output.log",
+        }
+
+    def _reap(self) -> list[_Job]:
+        ended, self.unstarted = self.unstarted, []
+        for trial_id, job in list(self.running.items()):
+            codes = [p.poll() for p in job.processes]
+            if any(code not in (None, 0) for code in codes):
+                for process in job.processes:  # one slot failed: the others cannot go on
+                    if process.poll() is None:
+                        process.kill()
+                codes = [p.wait() for p in job.processes]
+            if any(code is None for code in codes):
+                continue
+            del self.running[trial_id]
+            self.free_gpus.extend(job.gpus)
+            for output in job.outputs:
+                output.close()
+            ended.append(job)
+        return ended
+
+    def _result(self, job: _Job) -> dict[str, Any]:
+        if job.error is not None:
+            return {"status": "FAILED", "error": job.error, "value": None}
+        path = self._files(job)["result"]
+        try:
+            with open(path, "rb") as handle:
+                value = pickle.load(handle)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            code = job.processes[0].returncode if job.processes else None
+            code = -1 if code is None else code
+            why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            return {"status": "FAILED", "error": f"the trial process died ({why})", "value": None}
+        assert isinstance(value, dict)
+        return value
+
+    def _outcome(self, job: _Job) -> TrialOutcome:
+        result = self._result(job)
+        log = str(self._files(job)["log"])
+        return TrialOutcome(job.trial_id, result.get("error"), log)
+
+    def _job_return(self, job: _Job) -> JobReturn:
+        return job_return(self._result(job), job.overrides, job.config, job.dir)

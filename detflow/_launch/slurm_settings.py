@@ -1,0 +1,181 @@
+"""``hydra/launcher=detflow_slurm``'s options: one list, the plugin's schema and the launcher's.
+
+Light on purpose (no submitit): Hydra's plugin discovery imports it.
+"""
+
+# No `from __future__ import annotations`: OmegaConf reads these annotations at run time.
+import math
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from detflow._core.errors import ConfigError
+
+__all__ = ["SlurmSettings"]
+
+
+@dataclass
+class SlurmSettings:
+    """The launcher's options (``hydra.launcher.*``), checked when the launcher is made.
+
+    The plugin's config schema is this class plus ``_target_``: the options are listed once.
+
+    ``tasks_per_node`` and ``gpus_per_node`` left unset follow ``resources.slots_per_trial``
+    (one task, and one GPU, per slot); set ``gpus_per_node=0`` on a cluster without GPUs.
+
+    What reaches the sbatch script is quoted or refused, never run by the shell: every string
+    that goes into an ``#SBATCH`` line (``partition``, ``account``, ``qos``, ``mem``,
+    ``constraint``, ``exclude``, ``additional_parameters`` values) and every ``srun_args``
+    entry must be one printable line (no newline, carriage return, NUL or other control
+    character) and is shell-quoted; ``additional_parameters`` keys are sbatch option names,
+    ``[A-Za-z0-9_-]+``. ``python`` is a command with arguments, split into words as a shell
+    would (quotes honoured) and written back quoted: no variables, ``~``, globs or operators
+    are expanded (write ``${oc.env:HOME}/venv/bin/python``, which OmegaConf resolves).
+    ``setup`` lines are the one exception: they are shell by design, written as given.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: int = 60
+    nodes: int = 1
+    tasks_per_node: int | None = None
+    gpus_per_node: int | None = None
+    gpus_per_task: int | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    setup: list[str] = field(default_factory=list)
+    srun_args: list[str] = field(default_factory=list)
+    use_srun: bool = True
+    python: str | None = None
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    array_parallelism: int = 256
+    max_requeues: int = 100
+    signal_delay_s: int = 90
+    dry_run: bool = False
+    submitit_folder: str = ".detflow/slurm/%j"
+
+    def __post_init__(self) -> None:
+        for name in ("time", "nodes", "array_parallelism"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"hydra.launcher.{name}", value, "a positive integer")
+        for name in ("tasks_per_node", "gpus_per_node", "gpus_per_task", "cpus_per_task"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 0):
+                raise ConfigError(f"hydra.launcher.{name}", value, "null or an integer >= 0")
+        for name in ("max_requeues", "signal_delay_s"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ConfigError(f"hydra.launcher.{name}", value, "an integer, 0 or more")
+        for name in ("use_srun", "dry_run"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"hydra.launcher.{name}", getattr(self, name), "true or false")
+        for name in ("partition", "account", "qos", "mem", "constraint", "exclude"):
+            value = getattr(self, name)
+            if value is not None:
+                check_line(f"hydra.launcher.{name}", value)
+        check_line("hydra.launcher.submitit_folder", self.submitit_folder)
+        for name in ("setup", "srun_args"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"hydra.launcher.{name}", value, "a list of strings")
+        for index, arg in enumerate(self.srun_args):
+            check_line(f"hydra.launcher.srun_args[{index}]", arg, empty=True)
+        if self.python is not None:
+            self.python = _command(self.python)
+        if not isinstance(self.additional_parameters, dict):
+            raise ConfigError(
+                "hydra.launcher.additional_parameters",
+                self.additional_parameters,
+                "a mapping of sbatch option names to values",
+            )
+        for key, value in self.additional_parameters.items():
+            where = f"hydra.launcher.additional_parameters.{key}"
+            if not isinstance(key, str) or not _OPTION.fullmatch(key):
+                raise ConfigError(
+                    "hydra.launcher.additional_parameters",
+                    key,
+                    "sbatch option names of letters, digits, '_' and '-' (e.g. mail_type)",
+                )
+            if value is True or (_is_int(value) and not isinstance(value, bool)):
+                continue
+            if isinstance(value, float) and math.isfinite(value):
+                continue
+            if not isinstance(value, str):
+                raise ConfigError(where, value, "a string, a number, or true for a bare flag")
+            check_line(where, value)
+
+    def parameters(self, slots: int) -> dict[str, Any]:
+        """submitit's ``SlurmExecutor`` parameters for a trial with ``slots`` slots."""
+        tasks = self.tasks_per_node
+        if tasks is None:
+            tasks = max(1, slots // self.nodes)
+        gpus = self.gpus_per_node
+        if gpus is None and self.gpus_per_task is None:
+            gpus = tasks
+        srun_args = list(self.srun_args)
+        if tasks * self.nodes > 1 and not any(
+            a.startswith("--kill-on-bad-exit") for a in srun_args
+        ):
+            srun_args.append("--kill-on-bad-exit=1")  # one slot failed: end the others too
+        params: dict[str, Any] = {
+            "time": self.time,
+            "nodes": self.nodes,
+            "ntasks_per_node": tasks,
+            "signal_delay_s": self.signal_delay_s,
+            "array_parallelism": self.array_parallelism,
+            "use_srun": self.use_srun,
+            "setup": list(self.setup),
+            "srun_args": srun_args,
+            "additional_parameters": dict(self.additional_parameters),
+        }
+        optional = {
+            "partition": self.partition,
+            "account": self.account,
+            "qos": self.qos,
+            "gpus_per_node": gpus or None,
+            "gpus_per_task": self.gpus_per_task,
+            "cpus_per_task": self.cpus_per_task,
+            "mem": self.mem,
+            "constraint": self.constraint,
+            "exclude": self.exclude,
+        }
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return params
+
+
+#: sbatch option names as ``additional_parameters`` keys (submitit writes ``_`` as ``-``).
+_OPTION = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_line(key: str, value: Any, *, empty: bool = False) -> None:
+    """A :class:`ConfigError` naming ``key`` unless ``value`` is one printable line.
+
+    A newline in a value would end its ``#SBATCH`` line and start a line the shell runs;
+    ``str.isprintable`` refuses every line break and control character (NUL included).
+    """
+    text = value if isinstance(value, str) else str(value)
+    if not text.isprintable() or (not empty and not text.strip()):
+        expected = "a single line of printable characters (no newline or control character)"
+        raise ConfigError(key, value, expected if empty else f"a non-empty {expected[2:]}")
+
+
+def _command(python: Any) -> str:
+    """``python`` split into words as a shell would and written back quoted (``shlex``)."""
+    key = "hydra.launcher.python"
+    check_line(key, python)
+    try:
+        words = shlex.split(str(python))
+    except ValueError as exc:  # No closing quotation, ...
+        raise ConfigError(key, python, f"a command and its arguments ({exc})") from None
+    if not words:
+        raise ConfigError(key, python, "a command and its arguments")
+    return shlex.join(words)

@@ -1,0 +1,125 @@
+"""A launcher's trial process: run one Hydra job, report its outcome.
+
+``python -m detflow._launch.worker SHARED JOB RESULT`` (local launcher): ``SHARED`` holds the
+pickled Hydra context, task function and Hydra's global state (written once per sweep),
+``JOB`` the job's config; the outcome is written to ``RESULT``. The Slurm launcher calls
+:func:`run_job_outcome` inside its submitit job.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+from hydra.core.utils import JobReturn, JobStatus
+
+from detflow._harness import preemption
+
+
+def load_shared(shared_path: Path) -> dict[str, Any]:
+    """What :func:`write_shared_payload` wrote (this imports the task's modules)."""
+    with open(shared_path, "rb") as handle:
+        shared: dict[str, Any] = pickle.load(handle)
+    return shared
+
+
+def run_job_outcome(shared: Path | dict[str, Any], config: Any) -> dict[str, Any]:
+    """Run the job with ``SIGUSR2`` as a stop request; return its outcome.
+
+    ``shared`` is the path :func:`write_shared_payload` returned, or its loaded content. The
+    outcome holds ``status`` (COMPLETED or FAILED), ``error`` (the exception's last line),
+    ``traceback`` and Hydra's ``job_return``.
+    """
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import run_job, setup_globals
+
+    if not isinstance(shared, dict):
+        shared = load_shared(shared)
+    Singleton.set_state(shared["singleton_state"])
+    setup_globals()
+    preemption.install_stop_handler()
+    ret = run_job(
+        hydra_context=shared["hydra_context"],
+        task_function=shared["task_function"],
+        config=config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    outcome: dict[str, Any] = {"status": "COMPLETED", "error": None, "traceback": None}
+    if ret.status == JobStatus.FAILED:
+        exc = ret._return_value
+        text = "".join(traceback.format_exception(exc))
+        logging.getLogger("detflow").error("trial failed:\n%s", text)
+        lines = str(exc).strip().splitlines() or [""]
+        outcome.update(
+            status="FAILED",
+            error=f"{type(exc).__name__}: {lines[-1]}".rstrip(": "),
+            traceback=text,
+        )
+        ret._return_value = RuntimeError(outcome["error"])  # the original may not pickle
+    else:
+        try:
+            cloudpickle.dumps(ret.return_value)
+        except Exception:
+            ret.return_value = None
+    outcome["job_return"] = ret
+    return outcome
+
+
+def job_return(
+    result: dict[str, Any], overrides: list[str], config: Any, working_dir: Path
+) -> JobReturn:
+    """Hydra's ``JobReturn`` of a job from its outcome (rebuilt when the job never reported)."""
+    returned = result.get("job_return")
+    if isinstance(returned, JobReturn):
+        return returned
+    ret = JobReturn(
+        overrides=overrides, cfg=config, hydra_cfg=None, working_dir=str(working_dir), task_name=""
+    )
+    if result.get("status") == "COMPLETED":
+        ret.status = JobStatus.COMPLETED
+        ret.return_value = result.get("value")
+    else:
+        ret.status = JobStatus.FAILED
+        ret.return_value = RuntimeError(result.get("error") or "failed")
+    return ret
+
+
+def write_shared_payload(directory: Path, hydra_context: Any, task_function: Any) -> Path:
+    """Pickle what every job of a sweep shares (once), for :func:`run_job_outcome`."""
+    from hydra.core.singleton import Singleton
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "launch.pkl"
+    payload = {
+        "hydra_context": hydra_context,
+        "task_function": task_function,
+        "singleton_state": Singleton.get_state(),
+    }
+    path.write_bytes(cloudpickle.dumps(payload))
+    return path
+
+
+def run(shared_path: Path, job_path: Path, result_path: Path) -> int:
+    """The local launcher's child: 0 when the job completed."""
+    return run_loaded(load_shared(shared_path), job_path, result_path)
+
+
+def run_loaded(shared: dict[str, Any], job_path: Path, result_path: Path) -> int:
+    """:func:`run` with the shared payload already loaded (a fork server's child)."""
+    with open(job_path, "rb") as handle:
+        config = pickle.load(handle)
+    outcome = run_job_outcome(shared, config)
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_bytes(cloudpickle.dumps(outcome))  # by value: Hydra re-defines plugin classes
+    tmp.replace(result_path)
+    return 0 if outcome["status"] == "COMPLETED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))

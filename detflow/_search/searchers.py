@@ -1,0 +1,614 @@
+"""Search algorithms with an ask/tell interface: single, grid, random and asynchronous ASHA.
+
+Pure Python: nothing here knows of Hydra, OmegaConf or torch. A driver asks a
+:class:`Searcher` for the next :class:`Job` whenever a worker is free, runs it, and tells the
+searcher the result. Lengths are exact :class:`~fractions.Fraction` amounts of the searcher's
+unit (``searcher.max_length``'s). The whole state is JSON, so a killed search resumes where
+it stopped: :meth:`Searcher.in_flight` lists the jobs to relaunch.
+
+Examples
+--------
+>>> from detflow._search.space import Choice
+>>> searcher = GridSearcher({"lr": Choice((0.1, 0.2))}, max_length=5)
+>>> while (job := searcher.ask()) is not None:
+...     searcher.tell(job.trial_id, metric=job.hparams["lr"], length=job.length)
+>>> searcher.done, searcher.best().hparams
+(True, {'lr': 0.1})
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from detflow._core.artifacts import TrialStatus
+from detflow._core.errors import ConfigError
+from detflow._core.experiment import MAX_RUNGS
+from detflow._core.schema import SearcherConfig
+from detflow._core.text import shown
+from detflow._search.space import Choice, Space, grid_points, sample
+
+__all__ = [
+    "AshaSearcher",
+    "GridSearcher",
+    "Job",
+    "RandomSearcher",
+    "Searcher",
+    "SingleSearcher",
+    "TrialRecord",
+    "asha_rungs",
+    "make_searcher",
+    "rank_key",
+    "trial_status",
+]
+
+_DEFAULTS = SearcherConfig()  # the schema is the one table of defaults
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    """What :meth:`Searcher.ask` tells the driver to run.
+
+    ``length`` is the cumulative target length; ``promotion`` means: continue ``trial_id``
+    from its checkpoint up to ``length`` rather than starting a new trial.
+
+    Examples
+    --------
+    >>> Job(trial_id=0, hparams={"lr": 0.1}, length=Fraction(1, 4), rung=0, promotion=False)
+    Job(trial_id=0, hparams={'lr': 0.1}, length=Fraction(1, 4), rung=0, promotion=False)
+    """
+
+    trial_id: int
+    hparams: dict[str, Any]
+    length: Fraction
+    rung: int
+    promotion: bool
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as reported by :meth:`Searcher.trials`.
+
+    ``status`` is one of RUNNING, PENDING (waiting below the top rung for a promotion that may
+    still come), COMPLETED (finished the top rung), STOPPED_EARLY (below the top rung when the
+    search ended) and FAILED. ``rung`` is the rung of the trial's latest job.
+
+    Examples
+    --------
+    >>> TrialRecord(3, {}, TrialStatus.COMPLETED, Fraction(5), 0.25, 0.25, None, 0).status
+    <TrialStatus.COMPLETED: 'COMPLETED'>
+    """
+
+    trial_id: int
+    hparams: dict[str, Any]
+    status: TrialStatus
+    length_trained: Fraction
+    best_metric: float | None
+    last_metric: float | None
+    error: str | None
+    rung: int
+
+
+@dataclass
+class _Trial:
+    """A searcher's own, mutable view of one trial."""
+
+    trial_id: int
+    hparams: dict[str, Any]
+    rung: int = 0
+    metrics: dict[int, float] = field(default_factory=dict)  # rung -> metric reported there
+    length_trained: Fraction = Fraction(0)
+    error: str | None = None
+
+
+def rank_key(
+    rung: int, metric: float, trial_id: int, smaller_is_better: bool
+) -> tuple[int, float, int]:
+    """How trials rank, best first: the furthest rung reported, then the metric there, then
+    the trial id. Comparing at the furthest rung keeps a short trial's metric from beating a
+    longer one's. ``detflow summary`` ranks with this same key.
+
+    >>> sorted([(0, 0.1, 0), (1, 0.5, 1)], key=lambda t: rank_key(*t, smaller_is_better=True))
+    [(1, 0.5, 1), (0, 0.1, 0)]
+    """
+    return (-rung, metric if smaller_is_better else -metric, trial_id)
+
+
+def trial_status(*, in_flight: bool, failed: bool, top_rung: bool, done: bool) -> TrialStatus:
+    """A trial's status from what the search state says of it (``detflow summary`` reads
+    ``searcher.json`` with this same rule).
+
+    >>> trial_status(in_flight=False, failed=False, top_rung=False, done=True)
+    <TrialStatus.STOPPED_EARLY: 'STOPPED_EARLY'>
+    """
+    if in_flight:
+        return TrialStatus.RUNNING
+    if failed:
+        return TrialStatus.FAILED
+    if top_rung:
+        return TrialStatus.COMPLETED
+    return TrialStatus.STOPPED_EARLY if done else TrialStatus.PENDING
+
+
+def _fraction_str(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"
+
+
+def _check_count(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        expected = f"an integer >= {minimum}" if maximum is None else f"{minimum} to {maximum}"
+        raise ConfigError(key, shown(value), expected)
+    return value
+
+
+def _check_length(value: int | Fraction) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, int | Fraction) or value <= 0:
+        raise ConfigError("searcher.max_length", shown(value), "a positive length")
+    return Fraction(value)
+
+
+class Searcher(ABC):
+    """Decides which trials run, with which hyperparameters, and how long.
+
+    Subclasses say which hyperparameters a new trial gets (``_new_hparams``) and, for
+    adaptive searchers, which trial to promote (``_promotion``); the bookkeeping is shared.
+
+    Examples
+    --------
+    >>> searcher = SingleSearcher(max_length=10)
+    >>> job = searcher.ask()
+    >>> (job.trial_id, job.length, searcher.ask())
+    (0, Fraction(10, 1), None)
+    >>> searcher.tell(0, metric=0.5, length=job.length)
+    >>> str(searcher.trials()[0].status), searcher.done
+    ('COMPLETED', True)
+    """
+
+    def __init__(
+        self,
+        max_length: int | Fraction,
+        *,
+        metric: str = _DEFAULTS.metric,
+        smaller_is_better: bool = True,
+    ) -> None:
+        self.metric = metric
+        self.smaller_is_better = smaller_is_better
+        self.max_length = _check_length(max_length)
+        self.rung_lengths: tuple[Fraction, ...] = (self.max_length,)
+        self._trials: list[_Trial] = []
+        self._in_flight: dict[int, Job] = {}  # in the order asked
+
+    @abstractmethod
+    def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
+        """Hyperparameters of a new trial ``trial_id``, or None when no new trial may start."""
+
+    def _promotion(self) -> int | None:
+        """The trial to promote to its next rung now, if any."""
+        return None
+
+    def _settings(self) -> dict[str, Any]:
+        """What must not change between saving a state and loading it."""
+        return {
+            "searcher": type(self).__name__,
+            "smaller_is_better": self.smaller_is_better,
+            "rung_lengths": [_fraction_str(length) for length in self.rung_lengths],
+        }
+
+    def _score(self, metric: float) -> float:
+        """``metric`` made smaller-is-better."""
+        return metric if self.smaller_is_better else -metric
+
+    def _next_job(self) -> Job | None:
+        trial_id = self._promotion()
+        if trial_id is not None:
+            trial = self._trials[trial_id]
+            rung = trial.rung + 1
+            return Job(trial_id, dict(trial.hparams), self.rung_lengths[rung], rung, True)
+        trial_id = len(self._trials)
+        hparams = self._new_hparams(trial_id)
+        if hparams is None:
+            return None
+        return Job(trial_id, hparams, self.rung_lengths[0], 0, False)
+
+    def planned_hparams(self) -> list[dict[str, Any]]:
+        """Hyperparameters of every new trial this searcher would create, in order.
+
+        >>> from detflow._search.space import Choice
+        >>> GridSearcher({"lr": Choice((0.1, 0.2))}, 8).planned_hparams()
+        [{'lr': 0.1}, {'lr': 0.2}]
+        """
+        planned: list[dict[str, Any]] = []
+        while (hparams := self._new_hparams(len(planned))) is not None:
+            planned.append(hparams)
+        return planned
+
+    def ask(self) -> Job | None:
+        """The next job to start now, marked in flight; None until a result comes, or at the end."""
+        job = self._next_job()
+        if job is None:
+            return None
+        if job.promotion:
+            self._trials[job.trial_id].rung = job.rung
+        else:
+            self._trials.append(_Trial(job.trial_id, dict(job.hparams)))
+        self._in_flight[job.trial_id] = job
+        return job
+
+    def tell(
+        self,
+        trial_id: int,
+        metric: float | None,
+        length: int | Fraction,
+        error: str | None = None,
+    ) -> None:
+        """Record the result of ``trial_id``'s job in flight: its metric and cumulative length.
+
+        A set ``error``, a missing metric or a nan metric marks the trial FAILED; a failed
+        trial is never promoted and counts against ``max_trials``.
+        """
+        if trial_id not in self._in_flight:
+            raise ValueError(f"trial {trial_id} has no job in flight")
+        job = self._in_flight.pop(trial_id)
+        trial = self._trials[trial_id]
+        trial.length_trained = Fraction(length)
+        if error is None and metric is None:
+            error = "no metric reported"
+        elif error is None and metric is not None and math.isnan(metric):
+            error = "metric is nan"
+        if error is not None:
+            trial.error = error
+        elif metric is not None:
+            trial.metrics[job.rung] = float(metric)
+
+    def in_flight(self) -> list[Job]:
+        """Jobs asked and not yet told, in the order asked: the ones to relaunch on resume."""
+        return list(self._in_flight.values())
+
+    @property
+    def done(self) -> bool:
+        """True when nothing is in flight and :meth:`ask` would return None forever."""
+        return not self._in_flight and self._next_job() is None
+
+    def _status(self, trial: _Trial, done: bool) -> TrialStatus:
+        return trial_status(
+            in_flight=trial.trial_id in self._in_flight,
+            failed=trial.error is not None,
+            top_rung=trial.rung == len(self.rung_lengths) - 1,
+            done=done,
+        )
+
+    def trials(self) -> list[TrialRecord]:
+        """One record per trial created so far, by trial id."""
+        done = self.done
+        records = []
+        for trial in self._trials:
+            scores = [self._score(m) for m in trial.metrics.values()]
+            best = self._score(min(scores)) if scores else None
+            last = trial.metrics[max(trial.metrics)] if trial.metrics else None
+            status = self._status(trial, done)
+            records.append(
+                TrialRecord(
+                    trial.trial_id,
+                    dict(trial.hparams),
+                    status,
+                    trial.length_trained,
+                    best,
+                    last,
+                    trial.error,
+                    trial.rung,
+                )
+            )
+        return records
+
+    def best(self) -> TrialRecord | None:
+        """The best trial that did not fail: furthest rung reported first, then by metric.
+
+        Trials rank by :func:`rank_key`.
+        """
+        candidates = [t for t in self._trials if t.metrics and t.error is None]
+        if not candidates:
+            return None
+
+        def key(trial: _Trial) -> tuple[int, float, int]:
+            rung = max(trial.metrics)
+            return rank_key(rung, trial.metrics[rung], trial.trial_id, self.smaller_is_better)
+
+        best_id = min(candidates, key=key).trial_id
+        return self.trials()[best_id]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The searcher's state as JSON-ready data (Fractions as ``"num/den"`` strings)."""
+        return {
+            "version": _STATE_VERSION,
+            "settings": self._settings(),
+            "trials": [
+                {
+                    "trial_id": t.trial_id,
+                    "hparams": t.hparams,
+                    "rung": t.rung,
+                    "metrics": [[rung, m] for rung, m in sorted(t.metrics.items())],
+                    "length_trained": _fraction_str(t.length_trained),
+                    "error": t.error,
+                }
+                for t in self._trials
+            ],
+            "in_flight": list(self._in_flight),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``, saved by a searcher built with the same settings.
+
+        Raises ``ValueError`` if the settings that decide the search differ.
+        """
+        if state.get("version") != _STATE_VERSION or state.get("settings") != self._settings():
+            raise ValueError(
+                "the saved search state does not match this searcher: "
+                f"saved {state.get('settings')}, now {self._settings()}"
+            )
+        self._trials = [
+            _Trial(
+                trial_id=int(t["trial_id"]),
+                hparams=dict(t["hparams"]),
+                rung=int(t["rung"]),
+                metrics={int(rung): float(m) for rung, m in t["metrics"]},
+                length_trained=Fraction(t["length_trained"]),
+                error=t["error"],
+            )
+            for t in state["trials"]
+        ]
+        self._in_flight = {}
+        for trial_id in state["in_flight"]:
+            trial = self._trials[trial_id]
+            length = self.rung_lengths[trial.rung]
+            job = Job(trial_id, dict(trial.hparams), length, trial.rung, trial.rung > 0)
+            self._in_flight[trial_id] = job
+
+
+class SingleSearcher(Searcher):
+    """One trial with fixed ``hparams`` (none by default), trained to ``max_length``.
+
+    Examples
+    --------
+    >>> SingleSearcher(100, hparams={"lr": 0.1}).ask()
+    Job(trial_id=0, hparams={'lr': 0.1}, length=Fraction(100, 1), rung=0, promotion=False)
+    """
+
+    def __init__(
+        self,
+        max_length: int | Fraction,
+        *,
+        hparams: dict[str, Any] | None = None,
+        metric: str = _DEFAULTS.metric,
+        smaller_is_better: bool = True,
+    ) -> None:
+        super().__init__(max_length, metric=metric, smaller_is_better=smaller_is_better)
+        self.hparams = dict(hparams or {})
+
+    def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
+        return dict(self.hparams) if trial_id == 0 else None
+
+
+class GridSearcher(Searcher):
+    """Every point of the grid (``grid_points`` order) once, at full length.
+
+    Examples
+    --------
+    >>> from detflow._search.space import Choice
+    >>> searcher = GridSearcher({"bs": Choice((16, 32)), "lr": Choice((0.1, 0.2))}, 8)
+    >>> [searcher.ask().hparams for _ in range(4)][-1]
+    {'bs': 32, 'lr': 0.2}
+    >>> searcher.ask() is None
+    True
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        max_length: int | Fraction,
+        *,
+        metric: str = _DEFAULTS.metric,
+        smaller_is_better: bool = True,
+    ) -> None:
+        super().__init__(max_length, metric=metric, smaller_is_better=smaller_is_better)
+        self.points = grid_points(space)
+
+    def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
+        return dict(self.points[trial_id]) if trial_id < len(self.points) else None
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "grid_points": len(self.points)}
+
+
+class RandomSearcher(Searcher):
+    """``max_trials`` trials at full length, trial ``i`` drawn from ``Random(f"{seed}:{i}")``.
+
+    Examples
+    --------
+    >>> from detflow._search.space import Interval
+    >>> space = {"lr": Interval(1e-4, 1e-1, log=True)}
+    >>> a = RandomSearcher(space, 10, max_trials=3, seed=7)
+    >>> b = RandomSearcher(space, 10, max_trials=3, seed=7)
+    >>> [a.ask() for _ in range(3)] == [b.ask() for _ in range(3)]
+    True
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        max_length: int | Fraction,
+        max_trials: int,
+        *,
+        seed: int = 0,
+        metric: str = _DEFAULTS.metric,
+        smaller_is_better: bool = True,
+    ) -> None:
+        super().__init__(max_length, metric=metric, smaller_is_better=smaller_is_better)
+        self.space = dict(space)
+        self.max_trials = _check_count("searcher.max_trials", max_trials, 1)
+        self.seed = seed
+
+    def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
+        if trial_id >= self.max_trials:
+            return None
+        return sample(self.space, random.Random(f"{self.seed}:{trial_id}"))
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "seed": self.seed}
+
+
+def asha_rungs(
+    max_length: int | Fraction,
+    divisor: int,
+    max_rungs: int,
+    steps_of: Callable[[Fraction], int] | None = None,
+) -> tuple[Fraction, ...]:
+    """ASHA's rung lengths, shortest first: rung k is ``max_length / divisor**(max_rungs-1-k)``.
+
+    With ``steps_of`` (length -> optimizer steps), rungs of equal step count merge into the
+    longest of them and rungs of zero steps are dropped; the top rung is always ``max_length``.
+
+    Examples
+    --------
+    >>> asha_rungs(16, divisor=4, max_rungs=3)
+    (Fraction(1, 1), Fraction(4, 1), Fraction(16, 1))
+    >>> asha_rungs(2, divisor=2, max_rungs=4, steps_of=lambda length: math.ceil(length))
+    (Fraction(1, 1), Fraction(2, 1))
+    """
+    top = Fraction(max_length)
+    lengths = [top / divisor ** (max_rungs - 1 - k) for k in range(max_rungs)]
+    if steps_of is None:
+        return tuple(lengths)
+    by_steps: dict[int, Fraction] = {}
+    for length in lengths:  # shortest first: the last length stored per step count is the longest
+        steps = steps_of(length)
+        if steps > 0:
+            by_steps[steps] = length
+    by_steps[steps_of(top)] = top
+    return tuple(sorted(by_steps.values()))
+
+
+class AshaSearcher(RandomSearcher):
+    """Asynchronous successive halving (Li et al., MLSys 2020), promotion-based.
+
+    Whenever asked, it promotes, from the second-highest rung down, a trial that is among the
+    top ``floor(n / divisor)`` of the ``n`` results of its rung and not yet promoted; else it
+    starts a new trial at rung 0 while fewer than ``max_trials`` exist. Rung lengths come from
+    :func:`asha_rungs`.
+
+    Examples
+    --------
+    >>> searcher = AshaSearcher({}, max_length=4, max_trials=2, divisor=2, max_rungs=2)
+    >>> searcher.rung_lengths
+    (Fraction(2, 1), Fraction(4, 1))
+    >>> for metric in (0.5, 0.3):
+    ...     job = searcher.ask()
+    ...     searcher.tell(job.trial_id, metric, job.length)
+    >>> searcher.ask()
+    Job(trial_id=1, hparams={}, length=Fraction(4, 1), rung=1, promotion=True)
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        max_length: int | Fraction,
+        max_trials: int,
+        *,
+        divisor: int = _DEFAULTS.divisor,
+        max_rungs: int = _DEFAULTS.max_rungs,
+        seed: int = 0,
+        metric: str = _DEFAULTS.metric,
+        smaller_is_better: bool = True,
+        steps_of: Callable[[Fraction], int] | None = None,
+    ) -> None:
+        super().__init__(
+            space,
+            max_length,
+            max_trials,
+            seed=seed,
+            metric=metric,
+            smaller_is_better=smaller_is_better,
+        )
+        self.divisor = _check_count("searcher.divisor", divisor, 2)
+        _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
+        self.rung_lengths = asha_rungs(self.max_length, divisor, max_rungs, steps_of)
+
+    def _promotion(self) -> int | None:
+        for rung in range(len(self.rung_lengths) - 2, -1, -1):
+            reported = [t for t in self._trials if rung in t.metrics]
+            reported.sort(key=lambda t: (self._score(t.metrics[rung]), t.trial_id))
+            for trial in reported[: len(reported) // self.divisor]:
+                if trial.rung == rung and trial.error is None:
+                    return trial.trial_id
+        return None
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "divisor": self.divisor}
+
+
+def make_searcher(
+    name: str,
+    *,
+    space: Space,
+    max_length: int | Fraction,
+    max_trials: int,
+    seed: int,
+    metric: str,
+    smaller_is_better: bool,
+    divisor: int = _DEFAULTS.divisor,
+    max_rungs: int = _DEFAULTS.max_rungs,
+    steps_of: Callable[[Fraction], int] | None = None,
+) -> Searcher:
+    """Build the searcher ``name`` (single, grid, random or asha) from ``searcher.*`` settings.
+
+    ``single`` takes a space of one-value choices only (fixed hyperparameters); ``grid``
+    ignores ``max_trials``. Every count is checked, whichever searcher uses it.
+
+    Examples
+    --------
+    >>> make_searcher("asha", space={}, max_length=16, max_trials=8, seed=0,
+    ...               metric="validation_loss", smaller_is_better=True, max_rungs=3).rung_lengths
+    (Fraction(1, 1), Fraction(4, 1), Fraction(16, 1))
+    >>> make_searcher("bogus", space={}, max_length=1, max_trials=1, seed=0,
+    ...               metric="loss", smaller_is_better=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    detflow._core.errors.ConfigError: searcher.name = 'bogus' is not valid: expected one of ...
+    """
+    _check_count("searcher.max_trials", max_trials, 1)
+    _check_count("searcher.divisor", divisor, 2)
+    _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
+    common: dict[str, Any] = {"metric": metric, "smaller_is_better": smaller_is_better}
+    if name == "single":
+        for key, dim in sorted(space.items()):
+            if not (isinstance(dim, Choice) and len(dim.values) == 1):
+                expected = "one value with searcher.name=single (grid, random, asha search)"
+                raise ConfigError(key, dim, expected)
+        fixed = {key: dim.values[0] for key, dim in space.items() if isinstance(dim, Choice)}
+        return SingleSearcher(max_length, hparams=fixed, **common)
+    if name == "grid":
+        return GridSearcher(space, max_length, **common)
+    if name == "random":
+        return RandomSearcher(space, max_length, max_trials, seed=seed, **common)
+    if name == "asha":
+        return AshaSearcher(
+            space,
+            max_length,
+            max_trials,
+            divisor=divisor,
+            max_rungs=max_rungs,
+            seed=seed,
+            steps_of=steps_of,
+            **common,
+        )
+    raise ConfigError("searcher.name", shown(name), "one of single, grid, random, asha")
