@@ -1,4 +1,8 @@
-"""The example's trials: ``digits`` (PyTorch MLP) and ``quadratic`` (no dependencies)."""
+"""The example's trials: ``digits`` (PyTorch MLP) and ``quadratic`` (no dependencies).
+
+``quadratic_loop`` is the same quadratic as a plain training loop, a script of its own
+(``python -m trials.quadratic_loop +experiment=quadratic``).
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ reads is defined here, once: :class:`TrialStatus` (``results.csv``), :class:`Run
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,8 +20,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from detflow._core.errors import MalformedResults
-from detflow._core.files import write_atomic
+from detflow._core.errors import ConfigError, MalformedResults
+from detflow._core.files import LOCK_NAME, write_atomic
 from detflow._core.merge import Source
 
 __all__ = [
@@ -35,7 +37,9 @@ __all__ = [
     "STATE_FILE",
     "TARGET_LENGTH_ENV",
     "HparamRecord",
+    "Refusal",
     "RunEnd",
+    "SweepState",
     "TrialResult",
     "TrialStatus",
     "read_results_csv",
@@ -58,7 +62,7 @@ CHECKPOINTS_DIR = "checkpoints"
 # -- files of a sweep directory ---------------------------------------------------------------
 RESULTS_FILE = "results.csv"
 STATE_FILE = "searcher.json"
-LOCK_FILE = ".lock"
+LOCK_FILE = LOCK_NAME
 
 
 class TrialStatus(str, Enum):
@@ -93,9 +97,30 @@ class RunEnd(str, Enum):
     COMPLETED = "completed"
     #: stopped on request before its target (pre-empted): checkpointed, resumable
     STOPPED = "stopped"
+    #: stopped at once: training showed the experiment's config wrong (``refused`` says how),
+    #: so no trial of it is worth running
+    REFUSED = "refused"
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A config value that training showed wrong (``searcher.metric`` the trial does not
+    report): the :class:`ConfigError` a run ended with, as ``result.json`` holds it.
+
+    >>> str(Refusal("searcher.metric", "validation_acc", "one of validation_loss").error())
+    "searcher.metric = 'validation_acc' is not valid: expected one of validation_loss"
+    """
+
+    key: str
+    value: str
+    expected: str
+
+    def error(self) -> ConfigError:
+        """The error, as the run raised it."""
+        return ConfigError(self.key, self.value, self.expected)
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,10 @@ class TrialResult:
     ...                 metric=0.5, best_metric=0.5, validation={"validation_loss": 0.5})
     >>> TrialResult.from_json(r.to_json()) == r
     True
+    >>> refused = dataclasses.replace(r, status=RunEnd.REFUSED,
+    ...                               refused=Refusal("searcher.metric", "acc", "validation_loss"))
+    >>> TrialResult.from_json(refused.to_json()).refused.error().key
+    'searcher.metric'
     """
 
     status: RunEnd
@@ -125,8 +154,11 @@ class TrialResult:
     metric: float | None
     best_metric: float | None
     validation: dict[str, float] = field(default_factory=dict)
+    #: why the run was refused (status ``refused``), else ``None``
+    refused: Refusal | None = None
 
     def to_json(self) -> dict[str, Any]:
+        refused = self.refused
         return {
             "status": self.status.value,
             "records": self.records,
@@ -142,6 +174,7 @@ class TrialResult:
             "metric": self.metric,
             "best_metric": self.best_metric,
             "validation": self.validation,
+            "refused": None if refused is None else dataclasses.asdict(refused),
         }
 
     @classmethod
@@ -174,6 +207,17 @@ class TrialResult:
         validation = data.get("validation") or {}
         if not isinstance(validation, dict):
             raise ValueError(f"validation {validation!r} is not an object")
+        refused = data.get("refused")
+        names = [f.name for f in dataclasses.fields(Refusal)]
+        if (refused is None) != (status is not RunEnd.REFUSED) or not (
+            refused is None
+            or (
+                isinstance(refused, dict)
+                and sorted(refused) == sorted(names)
+                and all(isinstance(v, str) for v in refused.values())
+            )
+        ):
+            raise ValueError(f"refused {refused!r} does not go with status {status.value!r}")
         return cls(
             status=status,
             records=integer("records"),
@@ -189,6 +233,7 @@ class TrialResult:
             metric=number("metric"),
             best_metric=number("best_metric"),
             validation=dict(validation),
+            refused=None if refused is None else Refusal(**refused),
         )
 
     @classmethod
@@ -231,6 +276,66 @@ class HparamRecord:
             raise ValueError(f"{data!r} is not a {{value, source}} object")
         expression = data.get("expression")
         return cls(data["value"], Source(data.get("source")), expression)
+
+
+# -- searcher.json: the search's state, which proves itself ----------------------------------
+class SweepState:
+    """``searcher.json``: ``{"version", "searcher", "sha256"}``. The checksum covers the
+    searcher's state, so a file edited by hand (or damaged) is refused, never read silently.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / STATE_FILE
+    >>> SweepState.write(path, {"trials": []})
+    >>> SweepState.read(path)
+    {'trials': []}
+    >>> _ = path.write_text(path.read_text().replace("[]", "[1]"))
+    >>> SweepState.read(path)
+    Traceback (most recent call last):
+    ...
+    detflow._core.errors.ConfigError: ... is not valid: expected the file as detflow's sweeper ...
+    """
+
+    VERSION = 1
+    _ADVICE = (
+        "the file as detflow's sweeper wrote it (it was edited or damaged); restore it, or use "
+        "a new hydra.sweep.dir to start the search over"
+    )
+
+    @staticmethod
+    def _digest(searcher: Any) -> str:
+        text = json.dumps(searcher, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def write(cls, path: Path, searcher: Mapping[str, Any]) -> None:
+        """Write the state with its version and checksum, atomically."""
+        envelope = {"version": cls.VERSION, "searcher": searcher, "sha256": cls._digest(searcher)}
+        write_atomic(path, json.dumps(envelope).encode())
+
+    @classmethod
+    def read(cls, path: Path) -> dict[str, Any] | None:
+        """The searcher's state; None without a file; a :class:`ConfigError` naming the file
+        when it is not one this release wrote, unchanged."""
+        try:
+            envelope = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(str(path), why, cls._ADVICE) from None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("searcher"), dict):
+            raise ConfigError(str(path), "not a search state", cls._ADVICE)
+        if envelope.get("version") != cls.VERSION:
+            raise ConfigError(
+                str(path),
+                f"version {envelope.get('version')!r}",
+                f"version {cls.VERSION}, the one this detflow writes; use the detflow that "
+                "wrote it, or a new hydra.sweep.dir",
+            )
+        searcher: dict[str, Any] = envelope["searcher"]
+        if envelope.get("sha256") != cls._digest(searcher):
+            raise ConfigError(str(path), "its checksum does not match", cls._ADVICE)
+        return searcher
 
 
 # -- results.csv: one row per trial, written whole by the sweeper -----------------------------

@@ -6,17 +6,21 @@ one line naming the key, the bad value and what is accepted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from detflow._core.errors import ConfigError
+from detflow._core.keys import check_known_keys
 from detflow._core.merge import Precedence
 from detflow._core.schema import ExperimentConfig, SearcherConfig
-from detflow._core.units import BatchMath, Length, parse_length
+from detflow._core.text import shown
+from detflow._core.units import MAX_AMOUNT, BatchMath, Length, parse_length
 
-__all__ = ["SEARCHER_NAMES", "Experiment", "SearcherSettings"]
+__all__ = ["ADAPTIVE_MODES", "SEARCHER_ALIASES", "SEARCHER_NAMES", "Experiment", "SearcherSettings"]
 
+#: The largest integer any key takes (a signed 64-bit count: what NumPy, torch and Slurm hold).
+MAX_INT = MAX_AMOUNT
 #: Trials a sweep may plan: each is checked before any starts, and its state kept.
 MAX_TRIALS = 100_000
 #: The most rungs ASHA may have: with divisor >= 2 the lowest is then max_length / 2**63,
@@ -25,7 +29,15 @@ MAX_RUNGS = 64
 _SEARCHER = SearcherConfig()  # the schema is the one table of defaults
 _EXPERIMENT = ExperimentConfig()
 
-SEARCHER_NAMES = ("single", "grid", "random", "asha")
+SEARCHER_NAMES = ("single", "grid", "random", "asha", "adaptive_asha")
+#: Determined's older searcher names -> the detflow searcher that does what they did.
+SEARCHER_ALIASES = {
+    "adaptive": "adaptive_asha",
+    "adaptive_simple": "adaptive_asha",
+    "async_halving": "asha",
+}
+#: ``searcher.mode`` of adaptive_asha (Determined's): how many brackets, how aggressive.
+ADAPTIVE_MODES = ("aggressive", "standard", "conservative")
 _MISSING = object()
 
 
@@ -42,6 +54,8 @@ class SearcherSettings:
     divisor: int
     max_rungs: int
     space: dict[str, Any]
+    mode: str = _SEARCHER.mode
+    bracket_rungs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,8 +112,14 @@ class Experiment:
     def from_mapping(cls, cfg: Mapping[str, Any]) -> Experiment:
         """Validate a resolved config; raise :class:`ConfigError` on the first bad value."""
         notices: list[str] = []
+        check_known_keys(cfg)
         searcher_cfg = _section(cfg, "searcher")
         name = _get(searcher_cfg, "searcher.name", _SEARCHER.name)
+        if isinstance(name, str) and name in SEARCHER_ALIASES:
+            notices.append(
+                f"searcher.name {name} is Determined's older name: running {SEARCHER_ALIASES[name]}"
+            )
+            name = SEARCHER_ALIASES[name]
         if name not in SEARCHER_NAMES:
             raise ConfigError("searcher.name", name, f"one of {', '.join(SEARCHER_NAMES)}")
         space = _get(searcher_cfg, "searcher.space", {})
@@ -112,9 +132,7 @@ class Experiment:
                 searcher_cfg, "searcher.smaller_is_better", _SEARCHER.smaller_is_better
             ),
             max_length=_length(searcher_cfg, "searcher.max_length", _SEARCHER.max_length, notices),
-            max_trials=_positive(
-                searcher_cfg, "searcher.max_trials", _SEARCHER.max_trials, maximum=MAX_TRIALS
-            ),
+            max_trials=_max_trials(searcher_cfg, name),
             max_concurrent_trials=_positive(
                 searcher_cfg, "searcher.max_concurrent_trials", _SEARCHER.max_concurrent_trials
             ),
@@ -123,6 +141,8 @@ class Experiment:
                 searcher_cfg, "searcher.max_rungs", _SEARCHER.max_rungs, maximum=MAX_RUNGS
             ),
             space=dict(space),
+            mode=_choice(searcher_cfg, "searcher.mode", _SEARCHER.mode, ADAPTIVE_MODES),
+            bracket_rungs=_bracket_rungs(searcher_cfg),
         )
         hparams = _get(cfg, "hyperparameters", _MISSING)
         if hparams is _MISSING or not isinstance(hparams, Mapping):
@@ -185,6 +205,46 @@ def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+#: Searchers whose trial count is theirs to know: single runs one, grid one per point.
+_COUNTED = ("single", "grid")
+
+
+def _max_trials(searcher_cfg: Mapping[str, Any], name: str) -> int:
+    """``searcher.max_trials``: required where the searcher samples (no silent 1 trial)."""
+    if _get(searcher_cfg, "searcher.max_trials", None) is None:
+        if name in _COUNTED:
+            return 1
+        raise ConfigError(
+            "searcher.max_trials",
+            None,
+            f"a positive integer up to {MAX_TRIALS}: how many trials {name} search starts "
+            "(it has no default)",
+        )
+    return _positive(searcher_cfg, "searcher.max_trials", None, maximum=MAX_TRIALS)
+
+
+def _choice(cfg: Mapping[str, Any], key: str, default: str, accepted: tuple[str, ...]) -> str:
+    value = _get(cfg, key, default)
+    if value not in accepted:
+        raise ConfigError(key, value, f"one of {', '.join(accepted)}")
+    return str(value)
+
+
+def _bracket_rungs(searcher_cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    """``searcher.bracket_rungs``: adaptive_asha's rungs per bracket (empty: from ``mode``)."""
+    key = "searcher.bracket_rungs"
+    value = _get(searcher_cfg, key, [])
+    expected = f"a list of at most {MAX_RUNGS} rung counts, each from 1 to {MAX_RUNGS}"
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise ConfigError(key, value, expected)
+    rungs = tuple(value)
+    if len(rungs) > MAX_RUNGS or not all(
+        isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= MAX_RUNGS for r in rungs
+    ):
+        raise ConfigError(key, list(rungs), expected)
+    return rungs
+
+
 def _get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
     leaf = key.rsplit(".", 1)[-1]
     if leaf not in cfg or (cfg[leaf] is None and default is not None):
@@ -196,8 +256,12 @@ def _get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
 
 def _integer(cfg: Mapping[str, Any], key: str, default: Any) -> int:
     value = _get(cfg, key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, value, "an integer")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not -MAX_INT - 1 <= value <= MAX_INT
+    ):
+        raise ConfigError(key, shown(value), f"an integer from {-MAX_INT - 1} to {MAX_INT}")
     return value
 
 
@@ -207,10 +271,10 @@ def _positive(
     value = _get(cfg, key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(
-            key, value, f"an integer >= {minimum}" if minimum > 1 else "a positive integer"
+            key, shown(value), f"an integer >= {minimum}" if minimum > 1 else "a positive integer"
         )
-    if maximum is not None and value > maximum:
-        raise ConfigError(key, value, f"an integer from {minimum} to {maximum}")
+    if value > (maximum or MAX_INT):
+        raise ConfigError(key, shown(value), f"an integer from {minimum} to {maximum or MAX_INT}")
     return value
 
 

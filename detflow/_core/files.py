@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from pathlib import Path
+from typing import IO
 
-__all__ = ["fsync_dir", "remove_quietly", "write_atomic", "write_synced"]
+__all__ = [
+    "LOCK_NAME",
+    "DirectoryLock",
+    "fsync_dir",
+    "remove_quietly",
+    "write_atomic",
+    "write_synced",
+]
+
+#: The lock file of a run or sweep directory.
+LOCK_NAME = ".lock"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -67,3 +79,35 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirectoryLock:
+    """An exclusive lock on a run or sweep directory (``<dir>/.lock``), held until
+    :meth:`release` or the process ends: a second run or sweep on it is refused.
+
+    >>> import tempfile
+    >>> where = Path(tempfile.mkdtemp())
+    >>> first = DirectoryLock.acquire(where)
+    >>> DirectoryLock.acquire(where) is None
+    True
+    >>> first.release()
+    >>> DirectoryLock.acquire(where) is not None
+    True
+    """
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, directory: Path) -> DirectoryLock | None:
+        """The lock, or None when another process holds it (``"a"``: nothing is rewritten)."""
+        handle = open(directory / LOCK_NAME, "a")  # noqa: SIM115 - held for the lock's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return cls(handle)
+
+    def release(self) -> None:
+        self._handle.close()

@@ -12,8 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detflow._core.errors import ConfigError
+from detflow._core.scale import RESOLVER_NAME
 
-__all__ = ["HparamLayers", "MergedHparams", "Precedence", "Replacement", "Source", "merge_hparams"]
+__all__ = [
+    "HparamLayers",
+    "MergedHparams",
+    "Precedence",
+    "Replacement",
+    "Source",
+    "check_keys",
+    "check_types",
+    "merge_hparams",
+]
 
 
 class Source(str, enum.Enum):
@@ -140,6 +150,60 @@ def merge_hparams(
             replaced.append(Replacement(key, code_value, value, winner))
     ordered_sources = {key: sources[key] for key, _ in _leaves(values, "")}
     return MergedHparams(values, ordered_sources, tuple(replaced))
+
+
+#: The layers that declare a hyperparameter's type: its default and the experiment's value.
+_DECLARING = (Source.DEFAULT, Source.CONFIG)
+
+
+def check_types(layers: HparamLayers, merged: MergedHparams) -> None:
+    """Refuse a value given in code, on the command line or by the searcher whose type
+    differs from the one its default or the experiment declares: an int stays an int, a
+    float takes ints too, a bool stays a bool (``hidden=12.5`` for ``hidden: 16`` is an
+    error, not a silent float).
+
+    >>> layers = HparamLayers(config={"hidden": 16}, override={"hidden": 12.5})
+    >>> check_types(layers, merge_hparams(layers))
+    Traceback (most recent call last):
+    ...
+    detflow._core.errors.ConfigError: hyperparameters.hidden = 12.5 is not valid: expected an ...
+    """
+    declared: dict[str, tuple[Source, Any]] = {}
+    for source, layer in ((Source.CONFIG, layers.config), (Source.DEFAULT, layers.default)):
+        for key, value in _leaves(layer, ""):
+            declared.setdefault(key, (source, value))
+    for key, source in merged.sources.items():
+        if source in _DECLARING or key not in declared:
+            continue
+        where, base = declared[key]
+        value = _get(merged.values, key)
+        expected = _same_kind(base, value)
+        if expected is not None:
+            raise ConfigError(
+                f"hyperparameters.{key}",
+                value,
+                f"{expected}, as its {where.value} value {base!r} is",
+            )
+
+
+def _same_kind(base: Any, value: Any) -> str | None:
+    """What ``value`` must be to take the place of ``base``; None when it may."""
+    if isinstance(base, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(base, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "an integer"
+    if isinstance(base, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "a number"
+    if isinstance(base, str) and base.startswith(f"${{{RESOLVER_NAME}:"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok or _is_expression(value) else "a number (what it scales to)"
+    return None  # strings, other expressions, containers, None: any value may replace them
+
+
+def _is_expression(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
 
 
 def _owner(sources: Mapping[str, Source], key: str) -> tuple[str, Source | None]:

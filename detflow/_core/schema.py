@@ -32,10 +32,12 @@ class SearcherConfig:
     metric: str = "validation_loss"
     smaller_is_better: bool = True
     max_length: Any = "1 epochs"
-    max_trials: int = 1
+    max_trials: Optional[int] = None  # noqa: UP045 - single: 1; grid: its points; random, asha: required
     max_concurrent_trials: int = 1
     divisor: int = 4
     max_rungs: int = 5
+    mode: str = "standard"  # adaptive_asha: aggressive | standard | conservative
+    bracket_rungs: list[int] = field(default_factory=list)  # adaptive_asha: rungs per bracket
     space: dict[str, Any] = field(default_factory=dict)
 
 

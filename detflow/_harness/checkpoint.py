@@ -7,6 +7,7 @@ the last good and the best checkpoint; every other checkpoint is removed.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -255,13 +256,19 @@ def _write_trial_state(directory: Path, state: dict[str, Any]) -> None:
     if "torch" in sys.modules:
         import torch
 
+        path = directory / "trial.pt"
         try:
-            with open(directory / "trial.pt", "wb") as handle:
+            with open(path, "wb") as handle:
                 torch.save(state, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
-            raise naming(exc, directory / "trial.pt") from exc
+            raise naming(exc, path) from exc
+        except RuntimeError as exc:  # torch's zip writer: "[enforce fail at inline_container.cc]"
+            failed = _write_failure(exc, directory, state)
+            if failed is None:
+                raise
+            raise naming(failed, path) from exc
         return
     data = pickle.dumps(state, protocol=_PICKLE_PROTOCOL)
     try:  # refused now, when saving, rather than at resume when the training is gone
@@ -273,6 +280,49 @@ def _write_trial_state(directory: Path, state: dict[str, Any]) -> None:
             "tuples, bytes, or import torch to save tensors"
         ) from None
     write_synced(directory / "trial.pkl", data)
+
+
+#: Free space below which a write that failed without saying why is taken for a full disk,
+#: beyond the room the state's tensors need.
+_LOW_SPACE = 1 << 20
+
+
+def _write_failure(exc: BaseException, directory: Path, state: Any) -> OSError | None:
+    """The ``OSError`` behind a ``RuntimeError`` of ``torch.save``, or ``None`` if none is.
+
+    torch's writer turns a failed write into ``RuntimeError: [enforce fail at
+    inline_container.cc:...] . unexpected pos ...``: the ``OSError`` (``ENOSPC``, ``EDQUOT``,
+    ``EIO``...) that Python's file raised is in its ``__context__`` (or ``__cause__``), where
+    this looks first. Where the chain holds none (a torch that writes in C++), the disk's free
+    space decides: less than the state's tensors need (plus 1 MiB) is a full disk (``ENOSPC``).
+    The error's text is not matched: it changes between torch versions.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno is not None:
+            return link
+        link = link.__cause__ or link.__context__
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return None
+    if info.f_bavail * info.f_frsize < _tensor_bytes(state) + _LOW_SPACE:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
+
+
+def _tensor_bytes(value: Any, depth: int = 0) -> int:
+    """The bytes of the tensors (and numpy arrays) in a state: what ``torch.save`` writes."""
+    if depth > 64:
+        return 0
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v, depth + 1) for v in value)
+    nbytes = getattr(value, "nbytes", None)  # torch.Tensor (2.1+) and numpy.ndarray
+    return nbytes if isinstance(nbytes, int) else 0
 
 
 def _trial_file(directory: Path) -> Path:

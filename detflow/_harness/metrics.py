@@ -12,7 +12,17 @@ from operator import itemgetter, mul
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Counters", "MetricsFile", "Window", "format_line", "mean_metrics"]
+from detflow._core.text import number_text
+
+__all__ = [
+    "Counters",
+    "MetricsFile",
+    "Window",
+    "format_line",
+    "format_metrics",
+    "mean_metrics",
+    "where_text",
+]
 
 
 @dataclass
@@ -31,31 +41,77 @@ class Counters:
 
 @dataclass(frozen=True)
 class Window:
-    """What one report covers: its counts, time and mean metrics."""
+    """What one report covers: its counts (``None``: not counted, e.g. a validation the
+    trial computed itself), time and mean metrics."""
 
-    records: int
-    batches: int
+    records: int | None
+    batches: int | None
     seconds: float
     metrics: dict[str, float]
 
 
-def format_line(kind: str, window: Window) -> str:
-    """``trained: 320 records in 0.41s (780.5 records/s), in 10 batches (24.4 batches/s)``.
+def where_text(counters: Counters, epoch_length: int | None, target: int) -> str:
+    """Where training is: the batch within its epoch when the epoch's length is known, else
+    the batch of the target.
 
-    >>> format_line("trained", Window(320, 10, 0.41, {}))
-    'trained: 320 records in 0.41s (780.5 records/s), in 10 batches (24.4 batches/s)'
+    >>> where_text(Counters(batches=102, epochs=2, batch_in_epoch=12), 45, 225)
+    'epoch 3, batch 12/45'
+    >>> where_text(Counters(batches=135, epochs=3), 45, 225)
+    'epoch 3, batch 45/45'
+    >>> where_text(Counters(batches=102, epochs=0, batch_in_epoch=102), None, 225)
+    'batch 102/225'
     """
-    seconds = max(window.seconds, 1e-9)
-    return (
-        f"{kind}: {window.records} records in {window.seconds:.3g}s "
-        f"({window.records / seconds:.1f} records/s), in {window.batches} batches "
-        f"({window.batches / seconds:.1f} batches/s)"
-    )
+    if epoch_length is None:
+        return f"batch {counters.batches}/{target}"
+    if counters.batch_in_epoch or not counters.epochs:
+        return f"epoch {counters.epochs + 1}, batch {counters.batch_in_epoch}/{epoch_length}"
+    return f"epoch {counters.epochs}, batch {epoch_length}/{epoch_length}"
+
+
+def format_line(kind: str, window: Window, where: str = "") -> str:
+    """A report in one line: ``trained: 320 records in 0.41s (780.5 records/s), in 10 batches
+    (24.39 batches/s)``, then ``at`` where training is (when given), then the metrics.
+    Times to 3 significant digits, rates and metrics to 4 (rates whole from 1000 on:
+    ``41939 records/s``).
+
+    >>> format_line("trained", Window(320, 10, 0.41, {"loss": 0.52134}), "epoch 1, batch 10/45")
+    'trained: 320 records in 0.41s (780.5 records/s), in 10 batches (24.39 batches/s)
+    at epoch 1, batch 10/45; loss=0.5213'
+    >>> format_line("validated", Window(359, None, 0.0031, {}))
+    'validated: 359 records in 0.0031s (115806 records/s)'
+    >>> format_line("validated", Window(None, None, 0.2134, {"validation_loss": 2.0}), "batch 8/10")
+    'validated in 0.213s at batch 8/10; validation_loss=2'
+    """
+    # Plain f-strings: this runs once per report, inside the training loop's time.
+    seconds = window.seconds
+    took = f"{seconds:.3g}s" if seconds < 100 else f"{round(seconds)}s"
+    if window.records is None:
+        line = f"{kind} in {took}"
+    else:
+        per_second = 1.0 / max(seconds, 1e-9)
+        rate = window.records * per_second
+        line = f"{kind}: {window.records} records in {took} ("
+        line += f"{rate:.4g}" if rate < 1000 else f"{round(rate)}"
+        line += " records/s)"
+        if window.batches is not None:
+            rate = window.batches * per_second
+            line += f", in {window.batches} batches ("
+            line += f"{rate:.4g}" if rate < 1000 else f"{round(rate)}"
+            line += " batches/s)"
+    if where:
+        line += f" at {where}"
+    if window.metrics:
+        line += f"; {format_metrics(window.metrics)}"
+    return line
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
-    """``loss=0.5213 accuracy=0.91``, in the order given."""
-    return " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
+    """``loss=0.5213 accuracy=0.91``, in the order given, to 4 significant digits.
+
+    >>> format_metrics({"validation_loss": 0.15239160548387132, "validation_accuracy": 0.9})
+    'validation_loss=0.1524 validation_accuracy=0.9'
+    """
+    return " ".join(f"{k}={number_text(v)}" for k, v in metrics.items())
 
 
 def mean_metrics(

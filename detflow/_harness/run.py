@@ -1,107 +1,54 @@
-"""``Run``: one trial's training for an exact length, with truthful metrics and checkpoints."""
+"""``Run``: one trial's training for an exact length, with truthful metrics and checkpoints.
+
+Two ways to train, one machinery (:class:`~detflow._harness.session.Session`): give a
+:class:`Trial` to :meth:`Run.fit`, or keep your own loop over :meth:`Run.batches`.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import random
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from itertools import islice
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-from detflow._core.artifacts import CHECKPOINTS_DIR, METRICS_FILE, RunEnd, TrialResult
-from detflow._core.errors import ConfigError, CorruptCheckpoint, TrialError
+from detflow._core.artifacts import CHECKPOINTS_DIR, RunEnd
+from detflow._core.errors import ConfigError, TrialError
 from detflow._core.experiment import Experiment
-from detflow._core.files import write_atomic
 from detflow._core.units import Length
 from detflow._harness import preemption
 from detflow._harness.checkpoint import CheckpointStore
 from detflow._harness.collective import Collective
-from detflow._harness.metrics import (
-    Counters,
-    MetricsFile,
-    Window,
-    format_line,
-    format_metrics,
-    mean_metrics,
+from detflow._harness.metrics import Window, mean_metrics
+from detflow._harness.schedule import Plan
+from detflow._harness.session import (
+    VALIDATION_PREFIX,
+    FitResult,
+    Restored,
+    Session,
+    load_checkpoint,
 )
-from detflow._harness.progress import Progress, make_progress
-from detflow._harness.schedule import Decision, Plan, Schedule
-from detflow._harness.tensorboard import ScalarWriter, open_writer
-from detflow._harness.trial import Trial
+from detflow._harness.trial import Trial, records_in
 
 __all__ = ["FitResult", "Run", "TrialError"]
 
 log = logging.getLogger("detflow")
 
-
-def _write_error(exc: OSError, where: str = "") -> TrialError:
-    """A one-line :class:`TrialError` for an ``OSError`` of the harness's own writes.
-
-    >>> str(_write_error(OSError(28, "No space left on device", "/runs/a/metrics.jsonl")))
-    'cannot write /runs/a/metrics.jsonl: No space left on device; rerun with resume=true to
-    continue from the last checkpoint'
-    """
-    name = exc.filename if exc.filename is not None else where or "the run directory"
-    return TrialError(
-        f"cannot write {name}: {exc.strerror or exc}; "
-        "rerun with resume=true to continue from the last checkpoint"
-    )
-
-
-@contextmanager
-def _writing(where: str = "") -> Iterator[None]:
-    """Turn an ``OSError`` of the harness's own writes into a one-line :class:`TrialError`."""
-    try:
-        yield
-    except OSError as exc:
-        raise _write_error(exc, where) from exc
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """How :meth:`Run.fit` ended."""
-
-    status: RunEnd
-    counters: Counters
-    target_batches: int
-    validation: dict[str, float] = field(default_factory=dict)
-    best_metric: float | None = None
-
-
-@dataclass
-class _Progress:
-    """What a run has done so far: exact counters, the last validation, the best metric, and
-    the training reports not yet logged (one report window)."""
-
-    counters: Counters
-    validation: dict[str, float] = field(default_factory=dict)
-    best: float | None = None
-    rows: list[Mapping[str, Any]] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    window_start: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class _Outputs:
-    """What the chief writes to while training (other ranks write nothing)."""
-
-    store: CheckpointStore
-    metrics: MetricsFile | None
-    bar: Progress | None
+#: What :meth:`Run.batches` iterates: data iterated again each epoch, or a function giving
+#: each epoch's batches (``data(epoch)``).
+Data: TypeAlias = Iterable[Any] | Callable[[int], Iterable[Any]]
 
 
 class Run:
     """A trial's run: its validated experiment, hyperparameters and run directory.
 
-    Made by :func:`detflow.init`; call :meth:`fit` with your :class:`Trial`.
+    Made by :func:`detflow.init`. Train with :meth:`fit` and your :class:`Trial`, or in your
+    own loop: :meth:`restore`, ``for batch in`` :meth:`batches`, :meth:`report_training`,
+    :attr:`should_validate` / :meth:`report_validation`, :attr:`should_checkpoint` /
+    :meth:`checkpoint`, then :meth:`finish`. Both keep the same lengths, periods, counters,
+    log lines, checkpoints, resume and pre-emption.
     """
 
     def __init__(
@@ -119,7 +66,9 @@ class Run:
         self.world_size = world_size
         self.max_length = max_length or experiment.searcher.max_length
         self._stop_requested = False
-        self._tensorboard: ScalarWriter | None = None
+        self._restored: Restored | None = None  # what restore() read
+        self._loop: Session | None = None  # the loop over batches(), once started
+        self._finished: FitResult | None = None  # how finish() ended it
         #: Set by a multi-process trial (``detflow.pytorch`` over torch.distributed).
         self.collective: Collective | None = None
 
@@ -150,14 +99,256 @@ class Run:
         return self.rank == 0
 
     def request_stop(self) -> None:
-        """Checkpoint at the next optimizer-step boundary and return from :meth:`fit`."""
+        """Checkpoint at the next optimizer-step boundary and stop (:meth:`fit` returns, the
+        loop over :meth:`batches` ends once :meth:`checkpoint` saved it)."""
         self._stop_requested = True
 
-    # -- training ---------------------------------------------------------------------------
+    # -- training with a Trial ----------------------------------------------------------------
     def plan(self, trial: Trial) -> Plan:
         """Convert the lengths to batches for this trial's data; log every rounding."""
+        measure = self.experiment.records_per_epoch is None
+        return self._plan(trial.epoch_length() if measure else None)
+
+    def fit(self, trial: Trial) -> FitResult:
+        """Train until the batches trained reach ``searcher.max_length``; validate and
+        checkpoint on their periods and once at the end. Resumes from the run directory's
+        last checkpoint when ``resume`` is true.
+        """
+        self._check_slots(
+            f"1 for {type(trial).__name__}: only trials that join a process group "
+            "(detflow.pytorch.TorchTrial) run on several slots"
+        )
+        plan = self.plan(trial)
+        restored = self._load()
+        if restored.state is not None:
+            trial.load_state_dict(restored.state)
+        session = self._open_session(plan, restored, rewind_epochs=False)
+        try:
+            self._train(trial, session)
+        except BaseException:
+            session.close(failing=True)
+            raise
+        return session.finish(RunEnd.STOPPED if session.stopped else RunEnd.COMPLETED)
+
+    def _train(self, trial: Trial, session: Session) -> None:
+        """Epochs of stretches of batches, each up to the next event of the schedule."""
+        counters, schedule = session.counters, session.schedule
+        session.open_bar()
+        while counters.batches < session.plan.target:
+            batches_in, epoch_end = session.start_epoch(trial.training_data)
+            epoch_over = False
+            while not epoch_over:
+                stop_at = schedule.next_event(counters.batches, epoch_end)
+                epoch_over, stop = self._train_stretch(
+                    trial, batches_in, stop_at, epoch_end, session
+                )
+                decision = session.decide(stop)
+                if decision.report:
+                    session.report_training()
+                if decision.validate:
+                    session.record_validation(_evaluate(trial))
+                if decision.checkpoint:
+                    session.save_checkpoint(trial.state_dict())
+                if decision.stop:
+                    session.stop_here()
+                    return
+                if decision.at_target:
+                    return
+
+    def _train_stretch(
+        self,
+        trial: Trial,
+        batches_in: Iterator[Any],
+        stop_at: int,
+        epoch_end: int | None,
+        session: Session,
+    ) -> tuple[bool, bool]:
+        """Train batches until ``stop_at``, a requested stop or the end of the epoch's data;
+        count them. Returns (the epoch is over, a stop was requested)."""
+        counters = session.counters
+        # The hot path: locals only, one modulo and one comparison per batch.
+        train_batch, size_of, isfinite = trial.train_batch, trial.batch_size, math.isfinite
+        append_row, append_size = session.rows.append, session.sizes.append
+        a, stop_now = session.schedule.aggregation_frequency, session.stop_now
+        started = b = counters.batches
+        stop = exhausted = False
+        for batch in batches_in:
+            metrics = train_batch(batch)
+            try:
+                loss = float(metrics["loss"])
+            except (KeyError, TypeError, ValueError):
+                raise TrialError(
+                    f"train_batch must return a mapping with a numeric 'loss', got {metrics!r}"
+                ) from None
+            if not isfinite(loss):
+                raise TrialError(f"loss is {loss} at batch {b + 1}")
+            append_row(metrics)
+            append_size(size_of(batch))
+            b += 1
+            if b % a == 0 and stop_now():  # a stop is asked for at every step
+                stop = True
+                break
+            if b >= stop_at:
+                break
+        else:
+            exhausted = True
+            if b == started and counters.batch_in_epoch == 0:
+                raise TrialError(f"training_data({counters.epochs}) yielded no batches")
+        sizes = session.sizes
+        records = sum(sizes[len(sizes) - (b - started) :]) if b > started else 0
+        epoch_over = session.count(b, records, exhausted=exhausted, epoch_end=epoch_end)
+        return epoch_over, stop
+
+    # -- training in your own loop --------------------------------------------------------------
+    def restore(self) -> dict[str, Any] | None:
+        """The state given to the last :meth:`checkpoint` when the run continues from it
+        (``resume=true``, an ASHA promotion, a requeued Slurm job), else ``None``.
+
+        Call it before :meth:`batches`, which then skips what was trained and sets the RNG
+        (Python's, NumPy's, torch's) to the checkpoint's.
+
+        Examples
+        --------
+        >>> import tempfile, detflow
+        >>> run = detflow.init({"hyperparameters": {"global_batch_size": 2}},
+        ...                    run_dir=tempfile.mkdtemp())
+        >>> run.restore() is None  # a fresh start
+        True
+        """
+        if self._restored is None:
+            self._restored = self._load()
+        return self._restored.state
+
+    def batches(
+        self, data: Data, *, batch_size: Callable[[Any], int] | None = None
+    ) -> Iterator[Any]:
+        """The batches to train, epoch after epoch, until the batches trained reach
+        ``searcher.max_length`` (or a requested stop, once :meth:`checkpoint` saved it).
+
+        ``data`` is iterated again each epoch (a list, a ``DataLoader``: its epoch length is
+        ``len(data)`` unless ``records_per_epoch`` is set), or is a function of the epoch
+        giving its batches. Each batch is counted as it is handed out, its records by
+        ``batch_size`` (default: its length, or its first element's for ``(inputs,
+        targets)``). For an exact resume each epoch must give the same batches in the same
+        order from the RNG at its start (which detflow saves with every checkpoint).
+
+        Examples
+        --------
+        >>> import tempfile, detflow
+        >>> run = detflow.init({"hyperparameters": {"global_batch_size": 2},
+        ...                     "searcher": {"max_length": "3 batches"},
+        ...                     "min_validation_period": "2 batches"}, run_dir=tempfile.mkdtemp())
+        >>> state = run.restore() or {"seen": 0}
+        >>> for batch in run.batches([[1, 2], [3, 4]]):
+        ...     state["seen"] += len(batch)
+        ...     run.report_training({"loss": 1.0 / state["seen"]})
+        ...     if run.should_validate:
+        ...         run.report_validation({"loss": 0.5})
+        ...     if run.should_checkpoint:
+        ...         run.checkpoint(state)
+        >>> run.finish().counters.batches, state["seen"]
+        (3, 6)
+        """
+        if self._loop is not None:
+            raise TrialError("run.batches() is iterated once per run: keep one loop over it")
+        self._check_slots(
+            "1, or join the trial's process group before the loop "
+            "(detflow.pytorch.init_distributed(run))"
+        )
+        epoch_data = data if callable(data) else (lambda epoch: data)
+        restored = self._restored
+        if restored is None:
+            restored = self._load()
+            if restored.state is not None:
+                raise TrialError(
+                    f"there is a checkpoint at batch {restored.counters.batches} to continue "
+                    "from: call state = run.restore() before run.batches() and continue "
+                    "from that state"
+                )
+        measure = self.experiment.records_per_epoch is None
+        plan = self._plan(_epoch_length(epoch_data(0)) if measure else None)
+        session = self._open_session(plan, restored, rewind_epochs=not callable(data))
+        self._loop = session
+        size_of = batch_size or records_in
+        return session.loop(epoch_data, size_of)
+
+    def report_training(self, metrics: Mapping[str, Any]) -> None:
+        """The metrics of the batch just trained (a ``loss`` must be a finite number); the
+        harness averages them over each report, weighted by records."""
+        session = self._looping("report_training")
+        session.add_training_metrics(metrics, session.batch_records)
+        if session.decision.report:
+            session.report_training()
+
+    @property
+    def should_validate(self) -> bool:
+        """Whether to validate now (:meth:`report_validation`): a validation period ended,
+        or the target was reached."""
+        session = self._loop
+        return (
+            session is not None
+            and session.decision.validate
+            and session.validated_at != session.counters.batches
+        )
+
+    @property
+    def should_checkpoint(self) -> bool:
+        """Whether to :meth:`checkpoint` now: a checkpoint period ended, the target was
+        reached, or a stop was requested (the loop stops once the checkpoint is saved)."""
+        session = self._loop
+        return (
+            session is not None
+            and session.decision.checkpoint
+            and session.checkpointed_at != session.counters.batches
+        )
+
+    def report_validation(self, metrics: Mapping[str, Any], *, records: int | None = None) -> None:
+        """Validation metrics at the batch count reached, named with ``validation_`` (so
+        ``searcher.metric: validation_loss`` is the ``loss`` given here). ``records``: how
+        many records they cover, when counted (on several slots: each slot's own, so the
+        means are weighted by them)."""
+        session = self._looping("report_validation")
+        if session.decision.report:
+            session.report_training()
+        seconds = time.perf_counter() - session.touched
+        named = mean_metrics([metrics], [1], prefix=VALIDATION_PREFIX)
+        session.record_validation(Window(records, None, seconds, named))
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Save ``state`` (JSON values, numpy arrays or, once torch is imported, tensors)
+        with the exact counters: :meth:`restore` returns it when the run continues."""
+        session = self._looping("checkpoint")
+        batches, a = session.counters.batches, self.aggregation_frequency
+        if batches % a:
+            raise TrialError(
+                f"run.checkpoint() at batch {batches} falls inside an optimizer step "
+                f"(aggregation_frequency {a}): checkpoint where run.should_checkpoint is true"
+            )
+        if session.decision.report:
+            session.report_training()
+        session.save_checkpoint(state)
+
+    def finish(self) -> FitResult:
+        """End the loop's run: write ``result.json`` and say in one line how it ended.
+
+        The loop must have reached the target with a validation and a checkpoint there
+        (both due then), or stopped on request once its checkpoint was saved; else a
+        one-line :class:`TrialError` says what is missing.
+        """
+        session = self._looping("finish")
+        if self._finished is None:
+            missing = _unfinished(session)
+            if missing is not None:
+                session.close(failing=True)
+                raise TrialError(missing)
+            self._finished = session.finish(RunEnd.STOPPED if session.stopped else RunEnd.COMPLETED)
+        return self._finished
+
+    # -- shared -------------------------------------------------------------------------------
+    def _plan(self, data_length: int | None) -> Plan:
+        """The lengths in batches, for data of ``data_length`` batches an epoch (when known
+        and ``records_per_epoch`` is not set); log every rounding."""
         exp = self.experiment
-        data_length = None if exp.records_per_epoch is not None else trial.epoch_length()
         math_ = exp.batch_math(data_length)
         lengths = {
             "searcher.max_length": self.max_length,
@@ -180,231 +371,43 @@ class Run:
             epoch_length=math_.batches_per_epoch,
         )
 
-    def fit(self, trial: Trial) -> FitResult:
-        """Train until the batches trained reach ``searcher.max_length``; validate and
-        checkpoint on their periods and once at the end. Resumes from the run directory's
-        last checkpoint when ``resume`` is true.
-        """
+    def _check_slots(self, expected: str) -> None:
+        """Several slots need a process group (``self.collective``) to count over."""
         if self.world_size > 1 and self.collective is None:
-            raise ConfigError(
-                "resources.slots_per_trial",
-                self.world_size,
-                f"1 for {type(trial).__name__}: only trials that join a process group "
-                "(detflow.pytorch.TorchTrial) run on several slots",
-            )
-        plan = self.plan(trial)
+            raise ConfigError("resources.slots_per_trial", self.world_size, expected)
+
+    def _load(self) -> Restored:
+        """Track this run for stop requests; read where it starts (its last checkpoint)."""
         preemption.register(self)
         store = CheckpointStore(self.run_dir / CHECKPOINTS_DIR)
-        progress = self._restore(trial, store)
-        outputs = _Outputs(store, None, None)
-        if self.is_chief:
-            with _writing():
-                outputs.metrics = MetricsFile(self.run_dir / METRICS_FILE)
-                self._tensorboard = open_writer(
-                    self.run_dir, start_batches=progress.counters.batches
-                )
-            outputs.bar = make_progress(plan.target, progress.counters.batches)
-        try:
-            result = self._train(
-                trial, Schedule(plan, self.aggregation_frequency), progress, outputs
-            )
-        except BaseException:
-            self._close(outputs, failing=True)
-            raise
-        self._close(outputs, failing=False)
-        if self.is_chief:
-            with _writing():
-                self._result(result, plan).write(self.run_dir)
-        return result
-
-    def _restore(self, trial: Trial, store: CheckpointStore) -> _Progress:
-        """The progress to continue from: the last checkpoint's (trial state and RNG loaded),
-        or a fresh start; reports past it are dropped from ``metrics.jsonl``."""
-        exp = self.experiment
-        progress = _Progress(Counters())
-        loaded = store.load()
-        if loaded is not None and not (exp.resume or _requeued()):
-            raise ConfigError(
-                "resume",
-                False,
-                f"true to continue from the checkpoint in {store.root}, or a new run directory",
-            )
-        if loaded is not None:
-            meta = loaded.meta
-            progress.counters = _saved_counters(loaded.path, meta)
-            progress.validation = dict(meta.get("validation") or {})
-            progress.best = meta.get("best_metric")
-            trial.load_state_dict(loaded.trial_state)
-            _set_rng_state(meta.get("rng") or {})
-        if self.is_chief:  # reports past the checkpoint (all, without one) will be redone
-            with _writing():
-                _truncate_metrics(self.run_dir / METRICS_FILE, progress.counters.batches)
-        if loaded is not None and self.is_chief:
-            c = progress.counters
-            log.info(
-                "resumed from %s: %d batches, %d records, %d steps, %d epochs",
-                loaded.path,
-                c.batches,
-                c.records,
-                c.steps(exp.aggregation_frequency),
-                c.epochs,
-            )
-        return progress
-
-    def _close(self, outputs: _Outputs, *, failing: bool) -> None:
-        """Close what :meth:`fit` opened; while failing, a second error would hide the first."""
-        if outputs.bar is not None:
-            outputs.bar.close()
-        if outputs.metrics is not None:
-            outputs.metrics.close()
-        writer, self._tensorboard = self._tensorboard, None
-        if writer is not None:
-            try:
-                with _writing(writer.path):
-                    writer.close()
-            except TrialError:
-                if not failing:
-                    raise
-
-    def _result(self, result: FitResult, plan: Plan) -> TrialResult:
-        """``result.json``: how the run ended, read by the sweeper and ``detflow summary``."""
-        exp = self.experiment
-        unit = self.max_length.unit
-        length = exp.batch_math(plan.epoch_length).in_unit(result.counters.batches, unit)
-        return TrialResult(
-            status=result.status,
-            records=result.counters.records,
-            batches=result.counters.batches,
-            steps=result.counters.steps(exp.aggregation_frequency),
-            epochs=result.counters.epochs,
-            target_batches=result.target_batches,
-            batches_per_epoch=plan.epoch_length,
-            global_batch_size=exp.global_batch_size,
-            aggregation_frequency=exp.aggregation_frequency,
-            length=length,
-            unit=unit.value,
-            metric=result.validation.get(exp.searcher.metric),
-            best_metric=result.best_metric,
-            validation=result.validation,
+        resume = self.experiment.resume or _requeued()
+        return load_checkpoint(
+            store, self.experiment, self.run_dir, is_chief=self.is_chief, resume=resume
         )
 
-    def _train(
-        self, trial: Trial, schedule: Schedule, progress: _Progress, outputs: _Outputs
-    ) -> FitResult:
-        """Epochs of stretches of batches, each up to the next event of ``schedule``."""
-        plan = schedule.plan
-        counters = progress.counters
-        while counters.batches < plan.target:
-            batches_in = iter(trial.training_data(counters.epochs))
-            if counters.batch_in_epoch:
-                batches_in = islice(batches_in, counters.batch_in_epoch, None)
-            epoch_end = (
-                counters.batches - counters.batch_in_epoch + plan.epoch_length
-                if plan.epoch_length
-                else None
+    def _open_session(self, plan: Plan, restored: Restored, *, rewind_epochs: bool) -> Session:
+        session = Session(
+            self.experiment,
+            self.run_dir,
+            self.max_length,
+            plan,
+            restored,
+            is_chief=self.is_chief,
+            collective=self.collective,
+            stop_now=self._stop_now,
+            rewind_epochs=rewind_epochs,
+        )
+        session.start()
+        return session
+
+    def _looping(self, name: str) -> Session:
+        """The loop's session; a one-line error when ``name`` is called outside one."""
+        session = self._loop
+        if session is None:
+            raise TrialError(
+                f"run.{name}() belongs to a loop over run.batches(data): start the loop first"
             )
-            epoch_over = False
-            while not epoch_over:
-                stop_at = schedule.next_event(counters.batches, epoch_end)
-                epoch_over, stop = self._train_stretch(
-                    trial, batches_in, stop_at, epoch_end, schedule, progress
-                )
-                decision = schedule.decide(counters.batches, stop_requested=stop)
-                self._act(trial, decision, progress, outputs)
-                if outputs.bar is not None:
-                    outputs.bar.update(counters.batches)
-                if decision.stop:
-                    log.info("stopped at batch %d on request; checkpoint saved", counters.batches)
-                    preemption.note_stopped()
-                    return self._fit_result(RunEnd.STOPPED, progress, plan)
-                if decision.at_target:
-                    break
-        return self._fit_result(RunEnd.COMPLETED, progress, plan)
-
-    @staticmethod
-    def _fit_result(status: RunEnd, progress: _Progress, plan: Plan) -> FitResult:
-        return FitResult(status, progress.counters, plan.target, progress.validation, progress.best)
-
-    def _train_stretch(
-        self,
-        trial: Trial,
-        batches_in: Iterator[Any],
-        stop_at: int,
-        epoch_end: int | None,
-        schedule: Schedule,
-        progress: _Progress,
-    ) -> tuple[bool, bool]:
-        """Train batches until ``stop_at``, a requested stop or the end of the epoch's data;
-        update the counters. Returns (the epoch is over, a stop was requested)."""
-        counters = progress.counters
-        # The hot path: locals only, one modulo and one comparison per batch.
-        train_batch, size_of, isfinite = trial.train_batch, trial.batch_size, math.isfinite
-        append_row, append_size = progress.rows.append, progress.sizes.append
-        a, stop_now = schedule.aggregation_frequency, self._stop_now
-        started = b = counters.batches
-        stop = epoch_over = False
-        for batch in batches_in:
-            metrics = train_batch(batch)
-            try:
-                loss = float(metrics["loss"])
-            except (KeyError, TypeError, ValueError):
-                raise TrialError(
-                    f"train_batch must return a mapping with a numeric 'loss', got {metrics!r}"
-                ) from None
-            if not isfinite(loss):
-                raise TrialError(f"loss is {loss} at batch {b + 1}")
-            append_row(metrics)
-            append_size(size_of(batch))
-            b += 1
-            if b % a == 0 and stop_now():  # a stop is asked for at every step
-                stop = True
-                break
-            if b >= stop_at:
-                break
-        else:
-            epoch_over = True
-            if b == started and counters.batch_in_epoch == 0:
-                raise TrialError(f"training_data({counters.epochs}) yielded no batches")
-        sizes = progress.sizes
-        new_records = sum(sizes[len(sizes) - (b - started) :]) if b > started else 0
-        counters.records += self._global_sum(new_records)
-        counters.batch_in_epoch += b - started
-        counters.batches = b
-        if epoch_end is not None and b >= epoch_end:
-            epoch_over = True
-        if epoch_over:
-            counters.epochs += 1
-            counters.batch_in_epoch = 0
-        return epoch_over, stop
-
-    def _act(
-        self, trial: Trial, decision: Decision, progress: _Progress, outputs: _Outputs
-    ) -> None:
-        """Report, validate and checkpoint as ``decision`` says."""
-        exp = self.experiment
-        counters = progress.counters
-        if decision.report and progress.rows:
-            now = time.perf_counter()
-            window = self._global_window(
-                Window(
-                    sum(progress.sizes),
-                    len(progress.rows),
-                    now - progress.window_start,
-                    mean_metrics(progress.rows, progress.sizes),
-                )
-            )
-            self._report("train", "trained", window, counters, outputs.metrics)
-            progress.rows, progress.sizes = [], []
-            progress.window_start = time.perf_counter()
-        if decision.validate:
-            progress.validation = self._validate(trial, counters, outputs.metrics)
-            metric = progress.validation.get(exp.searcher.metric)
-            if metric is not None and _better(
-                metric, progress.best, exp.searcher.smaller_is_better
-            ):
-                progress.best = metric
-        if decision.checkpoint:
-            self._checkpoint(trial, outputs.store, progress, decision.validate)
+        return session
 
     def _stop_now(self) -> bool:
         """At a step boundary, on every rank: stop here? (All ranks agree.)"""
@@ -412,171 +415,56 @@ class Run:
             return self._stop_requested
         return self.collective.any(self._stop_requested)
 
-    def _global_sum(self, value: int) -> int:
-        if self.collective is None:
-            return value
-        return round(self.collective.sum([float(value)])[0])
 
-    def _global_window(self, window: Window) -> Window:
-        """A report over every rank: records summed, metrics averaged weighted by records.
-
-        Batches stay this rank's count: one global batch is one batch on every rank.
-        """
-        if self.collective is None:
-            return window
-        keys = sorted(window.metrics)
-        local = [window.metrics[k] * window.records for k in keys] + [float(window.records)]
-        total = self.collective.sum(local)
-        records = total[-1]
-        metrics = {k: (total[i] / records if records else math.nan) for i, k in enumerate(keys)}
-        return Window(round(records), window.batches, window.seconds, metrics)
-
-    def _report(
-        self,
-        kind: str,
-        verb: str,
-        window: Window,
-        counters: Counters,
-        metrics_file: MetricsFile | None,
-    ) -> None:
-        if not self.is_chief:
-            return
-        if log.isEnabledFor(logging.INFO):
-            log.info(format_line(verb, window))
-        if window.metrics and log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s metrics: %s",
-                "training" if kind == "train" else "validation",
-                format_metrics(window.metrics),
-            )
-        assert metrics_file is not None  # the chief always has one
-        record = {
-            "kind": kind,
-            "records": counters.records,
-            "batches": counters.batches,
-            "steps": counters.steps(self.experiment.aggregation_frequency),
-            "epochs": counters.epochs,
-            "metrics": window.metrics,
-            "window": {
-                "records": window.records,
-                "batches": window.batches,
-                "seconds": window.seconds,
-            },
-            "time": time.time(),
-        }
-        try:
-            metrics_file.write(record)
-            if self._tensorboard is not None:
-                self._tensorboard.write(kind, window.metrics, counters.batches)
-        except OSError as exc:
-            raise _write_error(exc, self._tensorboard.path if self._tensorboard else "") from exc
-
-    def _validate(
-        self, trial: Trial, counters: Counters, metrics_file: MetricsFile | None
-    ) -> dict[str, float]:
-        start = time.perf_counter()
-        custom = trial.evaluate()
-        if custom is not None:
-            metrics = mean_metrics([custom], [1], prefix="validation_")
-            records = batches = 0
-        else:
-            rows: list[Mapping[str, Any]] = []
-            sizes: list[int] = []
-            for batch in trial.validation_data():
-                rows.append(trial.evaluate_batch(batch))
-                sizes.append(trial.batch_size(batch))
-            metrics = mean_metrics(rows, sizes, prefix="validation_")
-            records, batches = sum(sizes), len(rows)
-        window = self._global_window(Window(records, batches, time.perf_counter() - start, metrics))
-        self._report("validation", "validated", window, counters, metrics_file)
-        return window.metrics
-
-    def _checkpoint(
-        self, trial: Trial, store: CheckpointStore, progress: _Progress, validated_now: bool
-    ) -> None:
-        counters, validation = progress.counters, progress.validation
-        state = trial.state_dict()
-        if not self.is_chief:
-            return
-        meta = {
-            "batches": counters.batches,
-            "counters": {
-                "records": counters.records,
-                "batches": counters.batches,
-                "epochs": counters.epochs,
-                "batch_in_epoch": counters.batch_in_epoch,
-            },
-            "steps": counters.steps(self.experiment.aggregation_frequency),
-            "validation": validation,
-            "best_metric": progress.best,
-            "rng": _rng_state(),
-        }
-        metric = validation.get(self.experiment.searcher.metric) if validated_now else None
-        with _writing(str(store.root)):
-            store.save(meta, state, metric, self.experiment.searcher.smaller_is_better)
+def _evaluate(trial: Trial) -> Window:
+    """A trial's validation: its own :meth:`Trial.evaluate`, or its batches averaged and
+    counted."""
+    start = time.perf_counter()
+    custom = trial.evaluate()
+    if custom is not None:
+        metrics = mean_metrics([custom], [1], prefix=VALIDATION_PREFIX)
+        return Window(None, None, time.perf_counter() - start, metrics)
+    rows: list[Mapping[str, Any]] = []
+    sizes: list[int] = []
+    for batch in trial.validation_data():
+        rows.append(trial.evaluate_batch(batch))
+        sizes.append(trial.batch_size(batch))
+    metrics = mean_metrics(rows, sizes, prefix=VALIDATION_PREFIX)
+    return Window(sum(sizes), len(rows), time.perf_counter() - start, metrics)
 
 
-def _better(metric: float, best: float | None, smaller_is_better: bool) -> bool:
-    """Whether ``metric`` beats the best so far (none: it does)."""
-    return best is None or (metric < best if smaller_is_better else metric > best)
+def _unfinished(session: Session) -> str | None:
+    """What a loop's run lacks to end truthfully, in one line; ``None``: nothing."""
+    counters, target = session.counters, session.plan.target
+    if session.stopped:
+        return None
+    if counters.batches < target:
+        return (
+            f"the loop ended at batch {counters.batches} of {target}: iterate run.batches(data) "
+            "to its end (it ends by itself at the target, or at a requested stop)"
+        )
+    missing = [
+        call
+        for call, at in (
+            ("run.report_validation(metrics)", session.validated_at),
+            ("run.checkpoint(state)", session.checkpointed_at),
+        )
+        if at != counters.batches
+    ]
+    if not missing:
+        return None
+    return (
+        f"the loop reached its target, batch {target}, without {' and '.join(missing)} "
+        "there: call them when run.should_validate and run.should_checkpoint are true (or "
+        "after the loop, before run.finish())"
+    )
+
+
+def _epoch_length(data: Iterable[Any]) -> int | None:
+    """Batches in one epoch of ``data``, when it can tell (``len``)."""
+    return len(data) if isinstance(data, Sized) else None
 
 
 def _requeued() -> bool:
     """Inside a Slurm job that was requeued: always continue from the checkpoint."""
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-
-
-def _rng_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {"python": [version, list(internal), gauss]}
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        name, keys, pos, has_gauss, cached = numpy.random.get_state()
-        state["numpy"] = [name, keys.tolist(), pos, has_gauss, cached]
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and "numpy" in state:
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        numpy.random.set_state(
-            (name, numpy.array(keys, dtype=numpy.uint32), pos, has_gauss, cached)
-        )
-
-
-def _truncate_metrics(path: Path, batches: int) -> None:
-    """Drop reports written after the checkpoint we resume from: they will be redone."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by the crash
-        if record.get("batches", 0) <= batches:
-            kept.append(line)
-    write_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
-
-
-def _saved_counters(path: Path, meta: Mapping[str, Any]) -> Counters:
-    """A checkpoint's exact counters, or a one-line error naming its ``state.json``."""
-    saved = meta.get("counters")
-    names = {spec.name for spec in fields(Counters)}
-    if (
-        isinstance(saved, dict)
-        and set(saved) == names
-        and all(type(v) is int and v >= 0 for v in saved.values())
-        and saved["batches"] == meta.get("batches")
-    ):
-        return Counters(**saved)
-    raise CorruptCheckpoint(
-        path / "state.json",
-        f"counters {saved!r} are not the exact counters of a run",
-        f"delete {path} to resume from the checkpoint before it, or start over in a new run "
-        "directory",
-    )

@@ -18,13 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from detflow._core.artifacts import SEARCHER_KEYS_ENV, HparamRecord
+from detflow._core.determined import for_one_run
 from detflow._core.errors import ConfigError, config_error_in
 from detflow._core.experiment import Experiment
+from detflow._core.keys import boolean_keys
 from detflow._core.merge import (
     HparamLayers,
     MergedHparams,
     Precedence,
     check_keys,
+    check_types,
     flatten,
     merge_hparams,
 )
@@ -49,12 +52,16 @@ def load_config(
     *,
     overrides: list[str] | None = None,
     searcher_keys: list[str] | None = None,
+    declared: Mapping[str, Any] | None = None,
 ) -> LoadedConfig:
     """Merge the hyperparameter layers once, resolve derived values, validate everything.
 
     ``cfg`` is a DictConfig (as Hydra composes it), an :class:`ExperimentConfig` (or
     subclass) instance, or a plain dict. ``overrides`` are the command-line overrides (read
-    from Hydra when running under it); ``searcher_keys`` the keys the searcher chose.
+    from Hydra when running under it); ``searcher_keys`` the keys the searcher chose;
+    ``declared`` the hyperparameters as the experiment wrote them (before any override),
+    whose types a value from code, the command line or the searcher must keep (composed
+    again from Hydra when it is not given and the command line sets hyperparameters).
 
     Examples
     --------
@@ -83,10 +90,12 @@ def load_config(
     if not isinstance(composed, Mapping):
         raise ConfigError("hyperparameters", composed, "a mapping of names to values")
     check_keys(composed, "")  # before any dotted-key bookkeeping below
+    composed = for_one_run(composed)  # Determined's {type: ...} entries: plain values
     if hparams is not None and not isinstance(hparams, Mapping):
         raise ConfigError("init(hparams=...)", hparams, "a mapping of names to values")
     if overrides is None:
         overrides = _hydra_task_overrides()
+    _check_booleans(overrides)
     if searcher_keys is None:
         searcher_keys = [k for k in os.environ.get(SEARCHER_KEYS_ENV, "").split(",") if k]
     default = _defaults_of(root) if root is not None else {}
@@ -99,6 +108,10 @@ def load_config(
         searcher=_pick(composed, [_strip(k) for k in searcher_keys]),
     )
     merged = merge_hparams(layers, precedence)
+    given = [k for k in override_keys if k not in searcher_keys]
+    if declared is None and given and root is not None:
+        declared = _declared_under_hydra()
+    check_types(HparamLayers(default=default, config=declared or layers.config), merged)
     container["hyperparameters"] = merged.values
     resolved = _resolve(container)
     experiment = Experiment.from_mapping(resolved)
@@ -216,6 +229,21 @@ def _hparam_keys(overrides: list[str]) -> list[str]:
     return keys
 
 
+def _check_booleans(overrides: list[str]) -> None:
+    """``resume=2`` is no boolean: a typed root config would take any number as true."""
+    keys = set(boolean_keys())
+    for text in overrides:
+        key, _, raw = text.partition("=")
+        key = key.lstrip("+~")
+        if key not in keys or not raw:
+            continue
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        value = OverridesParser.create().parse_override(text).value()
+        if not isinstance(value, bool):
+            raise ConfigError(key, value, "true or false")
+
+
 def _hydra_task_overrides() -> list[str]:
     if "hydra" not in sys.modules:
         return []
@@ -226,6 +254,36 @@ def _hydra_task_overrides() -> list[str]:
     task = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
     assert isinstance(task, list)
     return [str(t) for t in task]
+
+
+def _declared_under_hydra() -> dict[str, Any] | None:
+    """The experiment's hyperparameters as written: the config composed again without the
+    command line's hyperparameter overrides (None when not running under Hydra)."""
+    if "hydra" not in sys.modules:
+        return None
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return None
+    hydra_cfg = HydraConfig.get()
+    # A sweep's points were checked against the experiment when the sweep was planned.
+    if hydra_cfg.job.config_name is None or hydra_cfg.mode == RunMode.MULTIRUN:
+        return None
+    kept = [t for t in _hydra_task_overrides() if not _hparam_keys([t])]
+    hydra_overrides = OmegaConf.to_container(hydra_cfg.overrides.hydra, resolve=False)
+    assert isinstance(hydra_overrides, list)
+    kept += [str(o) for o in hydra_overrides if str(o).startswith("hydra.searchpath")]
+    try:
+        written = compose(config_name=hydra_cfg.job.config_name, overrides=kept)
+    except (HydraException, OmegaConfBaseException):
+        return None  # the experiment cannot be composed apart: its types go unchecked
+    values = OmegaConf.to_container(written.get("hyperparameters") or {}, resolve=False)
+    return {str(k): v for k, v in values.items()} if isinstance(values, dict) else None
 
 
 def _resolve(container: dict[str, Any]) -> dict[str, Any]:

@@ -8,18 +8,25 @@ import logging
 import os
 import random
 import re
+import shlex
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from detflow._core.artifacts import HPARAMS_FILE, TARGET_LENGTH_ENV
-from detflow._core.errors import DetflowError, TrialError
-from detflow._core.files import write_atomic
+from detflow._core.errors import ConfigError, DetflowError, TrialError
+from detflow._core.files import DirectoryLock, write_atomic
 from detflow._core.units import parse_target
+from detflow._harness import preemption
 from detflow._harness.run import Run
 from detflow._hydra.config import load_config
-from detflow._hydra.hydra_patch import reporting_errors_in_one_line
+from detflow._hydra.grammar import override_error
+from detflow._hydra.hydra_patch import (
+    keeping_run_dir_on_config_error,
+    reporting_errors_in_one_line,
+)
+from detflow._hydra.store import ROOT_CONFIG_NAME, register_root_config
 
 __all__ = ["init", "main"]
 
@@ -58,9 +65,29 @@ def init(
     max_length = parse_target(target, TARGET_LENGTH_ENV) if target else None
     run = Run(loaded.experiment, directory, max_length=max_length, rank=rank, world_size=world_size)
     if run.is_chief:
+        _hold_lock(directory)
         payload = {key: record.to_json() for key, record in loaded.hparams.items()}
         _write_if_changed(directory / HPARAMS_FILE, json.dumps(payload, indent=2) + "\n")
     return run
+
+
+#: The locks of this process's run directories, held until it exits.
+_LOCKS: dict[Path, DirectoryLock] = {}
+
+
+def _hold_lock(directory: Path) -> None:
+    """Lock the run directory for this process's lifetime; refuse a second run on it."""
+    key = directory.resolve()
+    if key in _LOCKS:  # init() again in the same process (a notebook, a test): its own lock
+        return
+    lock = DirectoryLock.acquire(directory)
+    if lock is None:
+        raise ConfigError(
+            "hydra.run.dir",
+            str(directory),
+            "a run directory no other run uses: another run holds it now (wait for it to end)",
+        )
+    _LOCKS[key] = lock
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -111,6 +138,13 @@ def main(
 ) -> Callable[[Callable[[Any], _T]], Callable[[], _T | None]]:
     """``hydra.main`` that reports a config error or a failed trial in one line.
 
+    With no ``config_name`` the primary config is detflow's own root config: the schema
+    (:class:`ExperimentConfig`, or the subclass the script's registered experiments are made
+    of) with ``hydra/sweeper: detflow`` and ``hydra/launcher: detflow_local`` as defaults for
+    ``-m``; so a script that registers its experiments needs no config of its own.
+    ``config_path`` (a directory of YAML, e.g. ``experiment/*.yaml``) may be given with it;
+    ``config_name`` names a primary config of the project's own, as in ``hydra.main``.
+
     A :class:`ConfigError` raised by the task prints ``Error: <message>`` to stderr and
     exits with status 2; a :class:`TrialError` logs ``trial failed: <message>`` and exits
     with status 1; no traceback unless ``HYDRA_FULL_ERROR=1``.
@@ -119,7 +153,9 @@ def main(
     --------
     In ``train.py``, run as ``python train.py +experiment=NAME``::
 
-        @detflow.main(config_path="conf", config_name="config")
+        detflow.register_experiment("NAME", {"hyperparameters": {"global_batch_size": 32}})
+
+        @detflow.main()
         def train(cfg):
             run = detflow.init(cfg)
             run.fit(MyTrial(run))
@@ -130,7 +166,7 @@ def main(
         @functools.wraps(task)
         def guarded(cfg: Any) -> _T:
             try:
-                return task(cfg)
+                return task(cfg) if _in_multirun() else _single_run(task, cfg)
             except DetflowError as exc:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                     raise
@@ -141,17 +177,67 @@ def main(
                 raise SystemExit(exc.exit_code) from None
 
         composed: Callable[[], _T | None] = hydra.main(
-            config_path=config_path, config_name=config_name, version_base=version_base
+            config_path=config_path,
+            config_name=ROOT_CONFIG_NAME if config_name is None else config_name,
+            version_base=version_base,
         )(guarded)
 
         @functools.wraps(composed)
         def wrapped() -> _T | None:
-            with reporting_errors_in_one_line(_one_line_error):
-                return composed()
+            if config_name is None:
+                try:  # now, so that it knows every experiment the script registered
+                    register_root_config()
+                except DetflowError as exc:
+                    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                        raise
+                    print(f"Error: {exc}", file=sys.stderr, flush=True)
+                    raise SystemExit(exc.exit_code) from None
+            with reporting_errors_in_one_line(_one_line_error), keeping_run_dir_on_config_error():
+                try:
+                    return composed()
+                except KeyboardInterrupt:  # Ctrl-C before the run (or the search) began
+                    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                        raise
+                    print(
+                        "interrupted: stopped at once; rerun the same command to continue "
+                        "from what was saved",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    raise SystemExit(130) from None
 
         return wrapped
 
     return decorate
+
+
+def _single_run(task: Callable[[Any], _T], cfg: Any) -> _T:
+    """``task(cfg)`` with Ctrl-C as a stop request (:mod:`detflow._harness.preemption`): the
+    first checkpoints at the next step and ends the run with one line and exit status 130; a
+    second stops at once (the last checkpoint stands). Either line says how to continue."""
+    again = f"hydra.run.dir={shlex.quote(str(_hydra_output_dir() or Path.cwd()))} resume=true"
+    notice = "stopping: the run checkpoints at its next step (Ctrl-C again to stop at once)"
+    try:
+        with preemption.interrupt_requests_stop(notice):
+            result = task(cfg)
+    except KeyboardInterrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(
+            f"interrupted: stopped at once; continue from the last checkpoint with the same "
+            f"command and {again}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(130) from None
+    if preemption.interrupted() and preemption.stopped():
+        print(
+            f"interrupted: checkpoint saved; continue with the same command and {again}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(130)
+    return result
 
 
 def _one_line_error(exc: BaseException) -> None:
@@ -163,7 +249,8 @@ def _one_line_error(exc: BaseException) -> None:
         return
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
-    print(f"Error: {_one_line(exc)}", file=sys.stderr, flush=True)
+    reworded = override_error(sys.argv[1:]) if isinstance(exc, OverrideParseException) else None
+    print(f"Error: {reworded or _one_line(exc)}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
 
 

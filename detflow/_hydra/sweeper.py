@@ -5,13 +5,17 @@ Imported lazily by the sweeper plugin; the search itself is :mod:`detflow._searc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import logging
 import math
 import os
 import re
+import shlex
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -34,15 +38,38 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from detflow._core.artifacts import RESULTS_FILE, SEARCHER_KEYS_ENV, TARGET_LENGTH_ENV, TrialStatus
+from detflow._core.artifacts import (
+    RESULTS_FILE,
+    SEARCHER_KEYS_ENV,
+    TARGET_LENGTH_ENV,
+    TrialResult,
+    TrialStatus,
+)
+from detflow._core.determined import (
+    Hparam,
+    find_dimensions,
+    is_determined,
+    parse_hparam,
+    single_run_values,
+)
 from detflow._core.errors import ConfigError, DetflowError, SweepFailed, config_error_in
 from detflow._core.experiment import Experiment
-from detflow._core.text import shown
-from detflow._core.units import Length
+from detflow._core.text import number_text, shown
+from detflow._core.units import BatchMath, Length, Unit
+from detflow._harness import preemption
 from detflow._hydra.config import load_config
-from detflow._search.driver import SweepDriver, SweepSummary, TrialLauncher, TrialOutcome
-from detflow._search.searchers import Job, Searcher, make_searcher
-from detflow._search.space import Choice, Dimension, Interval, Space
+from detflow._search.driver import (
+    LengthFormatter,
+    SweepDriver,
+    SweepInterrupted,
+    SweepSummary,
+    TrialLauncher,
+    TrialOutcome,
+    best_line,
+    length_text,
+)
+from detflow._search.searchers import AdaptiveAshaSearcher, Job, Searcher, make_searcher
+from detflow._search.space import Choice, Dimension, Interval, Space, from_determined
 
 __all__ = [
     "BlockingLauncherAdapter",
@@ -55,6 +82,7 @@ __all__ = [
 
 log = logging.getLogger("detflow.sweep")
 _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @runtime_checkable
@@ -98,8 +126,10 @@ def make_launcher(
         refuse(error)
 
 
-def parse_space(entries: Mapping[str, Any]) -> Space:
-    """Dimensions from Hydra's sweep grammar: choice, range, interval, ``tag(log, ...)``.
+def parse_space(entries: Mapping[str, Any], *, grid: bool = False) -> Space:
+    """Dimensions from Hydra's sweep grammar: choice, range, interval, ``tag(log, ...)``;
+    or from Determined's syntax (``{type: log, minval: -4, maxval: -1}``; ``grid``: a grid
+    search takes its ``count`` points).
 
     Anything else is a :class:`ConfigError` naming ``searcher.space.<key>``, in one line.
 
@@ -109,11 +139,22 @@ def parse_space(entries: Mapping[str, Any]) -> Space:
     {'hyperparameters.lr': Interval(low=0.0001, high=0.1, log=True, integer=False)}
     >>> parse_space({"hyperparameters.bs": "choice(16, 32)"})
     {'hyperparameters.bs': Choice(values=(16, 32))}
+    >>> parse_space({"hyperparameters.n": {"type": "int", "minval": 0, "maxval": 8, "count": 3}},
+    ...             grid=True)
+    {'hyperparameters.n': Choice(values=(0, 4, 8))}
     """
     parser = OverridesParser.create()
     space: Space = {}
     for key, text in entries.items():
         name = f"searcher.space.{_key_text(key)}"
+        if is_determined(text):
+            parsed = parse_hparam(name, text)
+            space[key] = (
+                from_determined(name, parsed, grid=grid)
+                if isinstance(parsed, Hparam)
+                else Choice(parsed)
+            )
+            continue
         try:
             raw = text if isinstance(text, str) else _render(text)
         except ValueError:  # an int of more digits than Python writes
@@ -212,6 +253,13 @@ def _render(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_render(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        for key in value:
+            if not (isinstance(key, str) and _KEY.match(key)):
+                raise ValueError(f"a mapping key Hydra's grammar cannot write: {key!r}")
+        return "{" + ",".join(f"{k}:{_render(v)}" for k, v in value.items()) + "}"
     text = str(value)
     if _BARE.match(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
         return text
@@ -234,12 +282,53 @@ def _plan(config: DictConfig, arguments: Sequence[str]) -> _Plan:
     assert isinstance(container, dict)
     container.pop("hydra", None)
     base = {str(k): v for k, v in container.items()}
-    experiment = load_config(base, overrides=fixed, searcher_keys=[]).experiment
-    space = parse_space(experiment.searcher.space)
+    # Determined-syntax entries of ``hyperparameters`` are dimensions of the space; the
+    # experiment is validated with each at its midpoint (a trial gets the searcher's value).
+    hparams = base.get("hyperparameters")
+    determined = find_dimensions(hparams) if isinstance(hparams, Mapping) else {}
+    planning = base
+    if determined:
+        assert isinstance(hparams, Mapping)
+        planning = {**base, "hyperparameters": single_run_values(hparams)[0]}
+    experiment = load_config(planning, overrides=fixed, searcher_keys=[]).experiment
+    grid = experiment.searcher.name == "grid"
+    space: Space = {key: from_determined(key, hp, grid=grid) for key, hp in determined.items()}
+    space.update(parse_space(experiment.searcher.space, grid=grid))
     for override in overrides:
         if override.is_sweep_override():
             space[override.key_or_group] = _dimension(override, override.key_or_group)
+    for key, dim in space.items():
+        if isinstance(dim, Choice):
+            _check_writable(parser, key, dim.values)
     return _Plan(experiment, space, fixed, base)
+
+
+def _check_writable(parser: OverridesParser, key: str, values: Sequence[Any]) -> None:
+    """Every list or mapping among a choice's values reads back from its override unchanged
+    (a trial gets its value through one): else a :class:`ConfigError` naming ``key``."""
+    for value in values:
+        if not isinstance(value, (list, tuple, Mapping)):
+            continue
+        try:
+            back = parser.parse_override(f"{key}={_render(value)}").value()
+        except Exception:  # _render's ValueError, or Hydra's parser's own errors
+            back = None
+        if back != (list(value) if isinstance(value, tuple) else value):
+            raise ConfigError(
+                key,
+                shown(value),
+                "values Hydra's override grammar writes back unchanged (mapping keys: names)",
+            )
+
+
+def _exists(cfg: Mapping[str, Any], dotted: str) -> bool:
+    """Whether the dotted key is set in ``cfg``."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _validate_points(plan: _Plan, searcher: Searcher) -> int:
@@ -250,7 +339,12 @@ def _validate_points(plan: _Plan, searcher: Searcher) -> int:
         for key, value in point.items():
             _set(cfg, key, value)
         try:
-            load_config(cfg, overrides=plan.fixed, searcher_keys=list(point))
+            load_config(
+                cfg,
+                overrides=plan.fixed,
+                searcher_keys=list(point),
+                declared=plan.base.get("hyperparameters"),
+            )
         except ConfigError as exc:
             raise ConfigError(
                 exc.key, exc.value, f"{exc.expected} (trial {trial_id} of the search: {point})"
@@ -290,8 +384,48 @@ def _make_searcher(plan: _Plan) -> Searcher:
         smaller_is_better=settings.smaller_is_better,
         divisor=settings.divisor,
         max_rungs=settings.max_rungs,
+        mode=settings.mode,
+        bracket_rungs=settings.bracket_rungs,
+        max_concurrent_trials=settings.max_concurrent_trials,
         steps_of=steps_of,
     )
+
+
+#: Hyperparameters that change a trial's batch geometry, and the experiment's field of each.
+_GEOMETRY_KEYS = {
+    "hyperparameters.global_batch_size": "global_batch_size",
+    "optimizations.aggregation_frequency": "aggregation_frequency",
+    "records_per_epoch": "records_per_epoch",
+}
+
+
+def _geometry(exp: Experiment, hparams: Mapping[str, Any]) -> BatchMath | None:
+    """The batch geometry of a job: the experiment's, with any swept batch size in ``hparams``."""
+    values = {field: hparams.get(key, getattr(exp, field)) for key, field in _GEOMETRY_KEYS.items()}
+    gbs, agg, records = (values[f] for f in _GEOMETRY_KEYS.values())
+    try:
+        if records is not None:
+            return BatchMath.from_records_per_epoch(gbs, agg, records)
+        return BatchMath(gbs, agg)
+    except (ConfigError, TypeError):  # validated per point before; nothing to add to a line
+        return None
+
+
+def _length_formatter(exp: Experiment) -> LengthFormatter:
+    """How a job's target reads in the sweep's lines: whole batches at the job's own batch
+    size, the searcher's unit beside them (``41 batches (0.25 epochs)``); the unit alone
+    when the data's length, known only to the trial, decides the batches."""
+    unit = exp.searcher.max_length.unit
+
+    def text(length: Fraction, hparams: Mapping[str, Any]) -> str:
+        geometry = _geometry(exp, hparams)
+        try:
+            batches = geometry.to_batches(Length(length, unit)) if geometry else None
+        except ConfigError:  # epochs without records_per_epoch
+            batches = None
+        return length_text(batches, length, unit.value)
+
+    return text
 
 
 class BlockingLauncherAdapter:
@@ -305,8 +439,14 @@ class BlockingLauncherAdapter:
     def start(self, trial_id: int, overrides: list[str]) -> None:
         self.queued.append((trial_id, overrides))
 
+    def request_stop(self) -> None:
+        """Ctrl-C: the next wave is not launched (a wave running goes on to its end)."""
+        self.queued = []
+
     def wait(self) -> list[TrialOutcome]:
         wave, self.queued = self.queued, []
+        if not wave:  # a stopped sweep (Ctrl-C) dropped them: nothing runs
+            return []
         returns = self.launcher.launch([o for _, o in wave], initial_job_idx=wave[0][0])
         return [outcome(trial_id, ret) for (trial_id, _), ret in zip(wave, returns, strict=True)]
 
@@ -331,18 +471,18 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
     exp = plan.experiment
     unit = exp.searcher.max_length.unit
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    log.info(
-        "%s search: %d trial(s) planned, up to %d at once, max_length %s, in %s",
-        exp.searcher.name,
-        n_points,
-        exp.searcher.max_concurrent_trials,
-        exp.searcher.max_length,
-        sweep_dir,
-    )
+    length_of = _length_formatter(exp)
+    _log_plan(plan, searcher, n_points, length_of, sweep_dir)
 
     def overrides_for(job: Job) -> list[str]:
-        # ``++``: set the key whether or not the experiment already has it.
-        chosen = [f"++{key}={_render(value)}" for key, value in job.hparams.items()]
+        # ``++``: set the key whether or not the experiment already has it. A list or a
+        # mapping would be merged into what is there (a Determined entry): delete, then add.
+        chosen: list[str] = []
+        for key, value in job.hparams.items():
+            if isinstance(value, (list, tuple, Mapping)) and _exists(plan.base, key):
+                chosen += [f"~{key}", f"+{key}={_render(value)}"]
+            else:
+                chosen.append(f"++{key}={_render(value)}")
         hparam_keys = ",".join(k for k in job.hparams if k.startswith("hyperparameters."))
         extra = [
             "++resume=true",
@@ -367,18 +507,102 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
         overrides_for,
         exp.searcher.max_concurrent_trials,
         unit.value,
+        length_text=length_of,
     )
     try:
-        summary = driver.run()
+        with _CtrlC(driver, trial_launcher):
+            summary = driver.run()
     except ConfigError as exc:  # searcher.json or results.csv of another search; dir locked
         refuse(exc)
-    _print_summary(summary, exp, sweep_dir)
+    except KeyboardInterrupt as exc:  # Ctrl-C: the state is saved (or as last saved)
+        _interrupted(exc, launcher, sweep_dir)
+    _print_summary(summary, exp, sweep_dir, searcher.keys)
     if summary.failed:
         results = sweep_dir / RESULTS_FILE
         refuse(
             SweepFailed(f"{summary.failed} of {len(summary.trials)} trials failed; see {results}")
         )
     return summary
+
+
+class _CtrlC:
+    """SIGINT while the search runs (Ctrl-C: the terminal sends it to the whole process group;
+    detflow's trial processes ignore it). The first asks the running trials to checkpoint at
+    their next step and end, as ``SIGUSR2`` does (:meth:`SweepDriver.request_stop`, the
+    launcher's ``request_stop``): the driver records what ends, saves the state and raises
+    :class:`SweepInterrupted`. The second raises ``KeyboardInterrupt`` at once: the state on
+    disk is the last saved one, which is consistent (as after a crash). The handler only sets
+    flags (and writes one line): the driver and the launcher act on them in their own loop.
+    """
+
+    def __init__(self, driver: SweepDriver, launcher: TrialLauncher) -> None:
+        self.driver = driver
+        self.launcher = launcher
+        self.count = 0
+        self.previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
+            raise KeyboardInterrupt
+        self.driver.request_stop()
+        stop = getattr(self.launcher, "request_stop", None)
+        notice = stop() if callable(stop) else None
+        preemption.request_stop()  # a launcher that runs its trials in this process
+        if not isinstance(notice, str):
+            notice = "stopping: the running trials checkpoint at their next step and end"
+        with contextlib.suppress(OSError):  # os.write: no reentrant call into sys.stderr
+            os.write(2, f"{notice} (Ctrl-C again to stop at once)\n".encode())
+
+
+def _interrupted(exc: KeyboardInterrupt, launcher: Launcher, sweep_dir: Path) -> NoReturn:
+    """The sweep's last line after Ctrl-C, and exit status 130 (128 + SIGINT).
+
+    After the first Ctrl-C the trials have ended (checkpointed): what is left of the
+    launcher (the fork server) is ended. After the second, the running trials are killed.
+    Slurm jobs are left running either way: the line says so, and how to cancel them.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # one more Ctrl-C must not cut this short
+    kill = getattr(launcher, "kill", None)
+    if callable(kill):
+        kill()
+    left = getattr(launcher, "left_running", None)
+    running: list[str] = list(left()) if callable(left) else []
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    # The same directory, named: a sweep in Hydra's default dir (a time stamp) would else
+    # start over in a new one.
+    again = f"run the same command with {shlex.quote(f'hydra.sweep.dir={sweep_dir.absolute()}')}"
+    if running:
+        jobs = " ".join(running)
+        line = (
+            f"interrupted: the sweep stopped; its Slurm jobs {jobs} keep running (scancel "
+            f"{jobs} to stop them); once they end, {again} to resume (state saved there)"
+        )
+    elif isinstance(exc, SweepInterrupted):
+        count = len(exc.stopped)
+        line = (
+            f"interrupted: {count} trial{'' if count == 1 else 's'} checkpointed and stopped; "
+            f"to resume, {again} (state saved there)"
+        )
+    else:  # the second Ctrl-C, perhaps in a save: its temporary file goes, the old file stays
+        for tmp in sweep_dir.glob(f".*.tmp-{os.getpid()}"):
+            tmp.unlink(missing_ok=True)
+        line = (
+            "interrupted: stopped at once, running trials killed; to resume from their last "
+            f"checkpoints, {again} (its state is as last saved)"
+        )
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(130)
 
 
 def _dry_run(
@@ -399,7 +623,68 @@ def _dry_run(
     return SweepSummary([], None, 0)
 
 
-def _print_summary(summary: SweepSummary, exp: Experiment, sweep_dir: Path) -> None:
+def _log_plan(
+    plan: _Plan, searcher: Searcher, n_points: int, length_of: LengthFormatter, sweep_dir: Path
+) -> None:
+    """The sweep's first line: what will run, how long, where; then what the plan says of
+    the config (a Determined name mapped, a length of two units) and its warnings."""
+    exp = plan.experiment
+    unit = exp.searcher.max_length.unit.value
+    swept_geometry = any(key in plan.space for key in _GEOMETRY_KEYS)  # batches differ per trial
+    top = searcher.max_length
+    longest = length_text(None, top, unit) if swept_geometry else length_of(top, {})
+    geometry = None if swept_geometry else _geometry(exp, {})
+    rungs = ""
+    if isinstance(searcher, AdaptiveAshaSearcher):
+        brackets = [
+            f"{b.max_trials} trial{'' if b.max_trials == 1 else 's'} ({b.max_concurrent_trials} "
+            f"at once) at {_rungs_text(searcher.bracket_rung_lengths(i), unit, geometry)}"
+            for i, b in enumerate(searcher.brackets)
+        ]
+        rungs = f", {len(brackets)} bracket{'' if len(brackets) == 1 else 's'}: " + "; ".join(
+            brackets
+        )
+    elif len(searcher.rung_lengths) > 1:
+        rungs = f", rungs at {_rungs_text(searcher.rung_lengths, unit, geometry)}"
+    log.info(
+        "%s search: %d trial%s planned, up to %d at once, max_length %s%s, in %s",
+        exp.searcher.name,
+        n_points,
+        "" if n_points == 1 else "s",
+        exp.searcher.max_concurrent_trials,
+        longest,
+        rungs,
+        sweep_dir,
+    )
+    for notice in exp.notices:
+        log.info("%s", notice)
+    for warning in searcher.warnings():
+        log.warning("%s", warning)
+
+
+def _rungs_text(lengths: Sequence[Fraction], unit: str, geometry: BatchMath | None) -> str:
+    """Rung lengths in whole batches (the searcher's unit beside them when it is another);
+    in the unit alone when the batches are not known before the trials run.
+
+    >>> _rungs_text([Fraction(1, 4), Fraction(1)], "epochs", BatchMath(8, 1, 32))
+    '8, 32 batches (0.25, 1 epochs)'
+    >>> _rungs_text([Fraction(1, 4), Fraction(1)], "epochs", None)
+    '0.25, 1 epochs'
+    """
+    given = f"{', '.join(number_text(r) for r in lengths)} {unit}"
+    if geometry is None:
+        return given
+    try:
+        batches = [geometry.to_batches(Length(r, Unit(unit))) for r in lengths]
+    except ConfigError:  # epochs, and the data's length decides the batches
+        return given
+    counted = f"{', '.join(str(b) for b in batches)} batches"
+    return counted if unit == "batches" else f"{counted} ({given})"
+
+
+def _print_summary(
+    summary: SweepSummary, exp: Experiment, sweep_dir: Path, order: Sequence[str]
+) -> None:
     log.info(
         "%d trials: %d completed, %d stopped early, %d failed; %d batches trained in all",
         len(summary.trials),
@@ -409,13 +694,21 @@ def _print_summary(summary: SweepSummary, exp: Experiment, sweep_dir: Path) -> N
         summary.batches_trained,
     )
     best = summary.best
-    if best is not None:
-        chosen = " ".join(f"{k}={v}" for k, v in best.hparams.items())
+    if best is not None:  # the same line as ``detflow summary``'s
+        result = TrialResult.read(sweep_dir / str(best.trial_id))
         log.info(
-            "best: trial %d, %s=%s (at its last rung) %s",
-            best.trial_id,
-            exp.searcher.metric,
-            best.last_metric,
-            chosen,
+            "%s",
+            best_line(
+                best.trial_id,
+                best.hparams,
+                exp.searcher.metric,
+                best.best_metric,
+                length_text(
+                    result.batches if result else None,
+                    best.length_trained,
+                    exp.searcher.max_length.unit.value,
+                ),
+                order,
+            ),
         )
     log.info("results: %s", sweep_dir / RESULTS_FILE)

@@ -67,6 +67,7 @@ class TrialProcesses(ABC, Generic[_Job]):
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
         self.config: DictConfig | None = None
+        self._stop_requested = False
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -98,6 +99,23 @@ class TrialProcesses(ABC, Generic[_Job]):
 
     def _flush(self) -> None:
         """Send what :meth:`start` queued (Slurm submits arrays); nothing by default."""
+
+    # -- Ctrl-C of the sweep (see detflow._hydra.sweeper.run_sweep) ------------------------------
+    def request_stop(self) -> str | None:
+        """The sweep stops: start (or submit) nothing more; a subclass also asks its running
+        jobs to checkpoint and end, or leaves them running (:meth:`left_running`) and returns
+        the line that says so. Safe in a signal handler: it sets a flag that the next
+        :meth:`wait` acts on."""
+        self._stop_requested = True
+        return None
+
+    def kill(self) -> None:
+        """End the running jobs at once, where this launcher can; by default it cannot."""
+        self._stop_requested = True
+
+    def left_running(self) -> list[str]:
+        """What goes on running after the sweep has stopped (Slurm job ids); none here."""
+        return []
 
     # -- built on them ------------------------------------------------------------------------
     def compose(self, trial_id: int, overrides: Sequence[str]) -> tuple[DictConfig, Path]:

@@ -14,7 +14,13 @@ server checks both after loading the task's modules; when either fails it answer
 Protocol, one JSON object a line: the server first says ``{"state": "ready"}`` (or
 ``"spawn"``); the launcher writes ``{"args": [job file, result file], "env": {...}, "log":
 path}``; the server answers ``{"pid": N}`` for each request, and ``{"ended": N, "code": C}``
-when a child exits (``C`` negative: killed by signal ``-C``).
+when a child exits (``C`` negative: killed by signal ``-C``). ``{"signal": S}`` asks the
+server to send signal ``S`` to every child it has not yet reaped (no answer): only the server
+knows which pids are still its children, so a pid the system reused is never signalled.
+
+Signals: the server ignores ``SIGINT`` (the terminal's Ctrl-C is the sweep driver's to
+handle) and ``SIGUSR2``; a child ignores ``SIGINT`` too, and ignores ``SIGUSR2`` until the
+job installs its stop handler (the launcher repeats a stop request until the child ends).
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class ForkServer:
         self._from = self._process.stdout.fileno()
         self._buffer = b""
         self._children: dict[int, ForkedProcess] = {}
+        self._closed = False
         self.usable = self._message(timeout=None) == {"state": _READY}
 
     def start(self, worker_args: list[str], env: dict[str, str], log: Path) -> ForkedProcess:
@@ -97,6 +104,23 @@ class ForkServer:
                 return child
             self._note(message)
 
+    def signal_children(self, signum: int) -> None:
+        """Send ``signum`` to every child still running (through the server)."""
+        if not self._closed and self._process.poll() is None and self._children:
+            with contextlib.suppress(OSError):  # the server died: so did its children
+                self._to.write(json.dumps({"signal": int(signum)}).encode() + b"\n")
+
+    def kill(self) -> None:
+        """Kill every child at once (``SIGKILL``) and stop the server, which reaps them first:
+        no process is left, not even a zombie."""
+        self.signal_children(signal.SIGKILL)
+        self.close()
+
+    @property
+    def pid(self) -> int:
+        """The server process's pid."""
+        return self._process.pid
+
     def collect(self, timeout: float) -> None:
         """Take in every exit the server has reported (waiting up to ``timeout`` for one)."""
         while (message := self._message(timeout)) is not None:
@@ -106,7 +130,10 @@ class ForkServer:
             timeout = 0
 
     def close(self) -> None:
-        """Stop the server; children still running are killed with it."""
+        """Stop the server; children still running are killed (and reaped) by it."""
+        if self._closed:
+            return
+        self._closed = True
         if self._process.poll() is None:
             self._to.close()
             try:
@@ -115,6 +142,14 @@ class ForkServer:
                 self._process.kill()
                 self._process.wait()
         os.close(self._from)
+        self._dead()
+
+    def _dead(self) -> None:
+        """The server is gone: so is every child it had (killed, or by ``PDEATHSIG``)."""
+        for child in self._children.values():
+            if child.returncode is None:
+                child.returncode = -signal.SIGKILL
+        self._children.clear()
 
     def _note(self, message: dict[str, Any]) -> None:
         child = self._children.pop(int(message["ended"]), None)
@@ -124,13 +159,13 @@ class ForkServer:
     def _message(self, timeout: float | None) -> dict[str, Any] | None:
         """The next message; ``None`` when none came within ``timeout`` seconds."""
         while b"\n" not in self._buffer:
+            if self._closed:
+                return {"state": "dead"}
             if not select.select([self._from], [], [], timeout)[0]:
                 return None
             chunk = os.read(self._from, 1 << 16)
             if not chunk:  # the server died, and every child with it (PDEATHSIG)
-                for child in self._children.values():
-                    child.returncode = -signal.SIGKILL
-                self._children.clear()
+                self._dead()
                 return {"state": "dead"}
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
@@ -157,9 +192,11 @@ def _serve(shared_path: Path) -> int:
     os.set_blocking(wake_write, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the trials and the driver
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a child's, once its job handles it
     out.write(json.dumps({"state": _READY}).encode() + b"\n")
     stdin, pending, running = sys.stdin.fileno(), b"", 0
+    children: set[int] = set()  # forked, not yet reaped: pids that are still ours
     while True:
         readable = select.select([stdin, wake_read], [], [])[0]
         if wake_read in readable:
@@ -174,16 +211,28 @@ def _serve(shared_path: Path) -> int:
             if pid == 0:
                 break
             running -= 1
+            children.discard(pid)
             code = os.waitstatus_to_exitcode(status)
             out.write(json.dumps({"ended": pid, "code": code}).encode() + b"\n")
         if stdin not in readable:
             continue
         chunk = os.read(stdin, 1 << 16)
-        if not chunk:  # the launcher closed us: children die with the server (PDEATHSIG)
+        if not chunk:  # the launcher closed us: no child outlives the server, none unreaped
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+            for child in children:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(child, 0)
             return 0
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             request = json.loads(line)
+            if "signal" in request:  # to the children not yet reaped (zombies at worst)
+                for child in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, int(request["signal"]))
+                continue
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child, measured by the launcher tests
                 signal.set_wakeup_fd(-1)
@@ -193,6 +242,7 @@ def _serve(shared_path: Path) -> int:
                 os.dup2(os.open(os.devnull, os.O_RDONLY), stdin)
                 os._exit(_child(shared, request))
             running += 1
+            children.add(pid)
             out.write(json.dumps({"pid": pid}).encode() + b"\n")
 
 
@@ -201,7 +251,9 @@ def _child(shared: dict[str, Any], request: dict[str, Any]) -> int:  # pragma: n
     from detflow._launch.process import die_with_parent
 
     die_with_parent()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
+    # Ctrl-C reaches the whole process group: the driver asks its trials to stop instead
+    # (SIGUSR2: ignored, as in the server, until the job installs its stop handler).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.clear()
     os.environ.update(request["env"])
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

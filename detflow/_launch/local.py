@@ -2,14 +2,23 @@
 
 Each trial may be given its own GPUs from a list (``CUDA_VISIBLE_DEVICES``). Offers Hydra's
 blocking ``launch()`` and the non-blocking ``start()`` / ``wait()`` the sweeper uses.
+
+Ctrl-C: trial processes ignore ``SIGINT`` (the terminal sends it to the whole process
+group), so that a trial is never cut off in the middle of a write; the sweep driver decides.
+:meth:`LocalProcesses.request_stop` (the driver's first Ctrl-C) sends the running trials
+``SIGUSR2``, the stop request of :mod:`detflow._harness.preemption`: each checkpoints at its
+next optimizer step and ends; no queued trial starts. :meth:`LocalProcesses.kill` (the
+second) ends them at once.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +39,18 @@ from detflow._search.driver import TrialOutcome
 __all__ = ["LocalProcesses"]
 
 _START_METHODS = ("fork_server", "spawn")
+#: How often a stop request is sent again to trials still running: one that had not yet
+#: installed its handler (still starting) ignored the last one.
+_STOP_REPEAT_SECONDS = 1.0
+
+
+def _trial_preexec() -> None:
+    """In a spawned trial process, before ``exec``: killed with this process (no orphan),
+    Ctrl-C ignored (:mod:`detflow._launch.local`), ``SIGUSR2`` ignored until the job installs
+    its stop handler (the default action would end the process)."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 @dataclass
@@ -92,12 +113,14 @@ class LocalProcesses(TrialProcesses["_Job"]):
         self.running: dict[int, _Job] = {}
         self.unstarted: list[_Job] = []  # jobs whose config could not be composed
         self._shared: Path | None = None
+        self._stop_sent_at: float | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self._shared = None  # a new sweep: a new payload and a new fork server
+        self._stop_requested, self._stop_sent_at = False, None
         if self._fork_server is not None:
             self._fork_server.close()
             self._fork_server = None
@@ -119,11 +142,56 @@ class LocalProcesses(TrialProcesses["_Job"]):
 
     def _poll(self) -> list[_Job]:
         ended = self._reap()
-        self._spawn_ready()
+        if self._stop_requested:
+            self._send_stop()
+        else:
+            self._spawn_ready()
         return ended
 
     def _busy(self) -> bool:
+        if self._stop_requested:  # queued jobs will not start
+            return bool(self.running or self.unstarted)
         return bool(self.running or self.pending or self.unstarted)
+
+    # -- Ctrl-C ---------------------------------------------------------------------------------
+    def request_stop(self) -> str | None:
+        """Ask the running trials to checkpoint at their next step and end; start no more.
+
+        Safe in a signal handler: it only sets a flag. The next :meth:`wait` sends the
+        trials ``SIGUSR2`` (again every second while they run) and returns their outcomes as
+        they end, then an empty list once none runs: queued jobs stay unstarted.
+        """
+        self._stop_requested = True
+        return None
+
+    def kill(self) -> None:
+        """End every trial process at once (``SIGKILL``) and wait for them; start no more."""
+        self._stop_requested = True
+        if self._fork_server is not None:
+            self._fork_server.kill()  # it kills and reaps its children first
+        for job in self.running.values():
+            for process in job.processes:
+                if isinstance(process, subprocess.Popen):
+                    process.kill()
+        for job in self.running.values():
+            for process in job.processes:
+                if isinstance(process, subprocess.Popen):
+                    process.wait()
+            for output in job.outputs:
+                output.close()
+
+    def _send_stop(self) -> None:
+        """``SIGUSR2`` to every running trial process, at most once a second."""
+        now = time.monotonic()
+        if self._stop_sent_at is not None and now - self._stop_sent_at < _STOP_REPEAT_SECONDS:
+            return
+        self._stop_sent_at = now
+        if self._fork_server is not None:
+            self._fork_server.signal_children(signal.SIGUSR2)
+        for job in self.running.values():
+            for process in job.processes:
+                if isinstance(process, subprocess.Popen):
+                    process.send_signal(signal.SIGUSR2)  # none once it has been reaped
 
     # -- internals ------------------------------------------------------------------------------
     def _spawn_ready(self) -> None:
@@ -150,7 +218,6 @@ class LocalProcesses(TrialProcesses["_Job"]):
         job.dir.mkdir(parents=True, exist_ok=True)
         files = self._files(job)
         files["job"].write_bytes(cloudpickle.dumps(config))
-        files["result"].unlink(missing_ok=True)
         env = dict(os.environ)
         # The child imports the task's modules as this process did: same script directory.
         env["PYTHONPATH"] = os.pathsep.join(
@@ -169,6 +236,7 @@ class LocalProcesses(TrialProcesses["_Job"]):
         for rank in range(slots):
             log_path = files["log"] if rank == 0 else files["log"].with_suffix(f".rank{rank}.log")
             result = files["result"] if rank == 0 else files["result"].with_suffix(f".{rank}.pkl")
+            result.unlink(missing_ok=True)  # an earlier attempt's outcome is not this one's
             rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)} if slots > 1 else env
             server = self._server(env)
             if server is not None:
@@ -191,7 +259,7 @@ class LocalProcesses(TrialProcesses["_Job"]):
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     env=rank_env,
-                    preexec_fn=die_with_parent,
+                    preexec_fn=_trial_preexec,
                 )
             )
 
@@ -200,7 +268,7 @@ class LocalProcesses(TrialProcesses["_Job"]):
         if self.start_method != "fork_server":
             return None
         if self._fork_server is None:
-            self._fork_server = ForkServer(self._shared_payload(), env, die_with_parent)
+            self._fork_server = ForkServer(self._shared_payload(), env, _trial_preexec)
             if not self._fork_server.usable:
                 self._fork_server.close()
                 self.start_method = "spawn"
@@ -244,17 +312,23 @@ class LocalProcesses(TrialProcesses["_Job"]):
     def _result(self, job: _Job) -> dict[str, Any]:
         if job.error is not None:
             return {"status": "FAILED", "error": job.error, "value": None}
-        path = self._files(job)["result"]
-        try:
-            with open(path, "rb") as handle:
-                value = pickle.load(handle)
-        except (OSError, EOFError, pickle.UnpicklingError):
-            code = job.processes[0].returncode if job.processes else None
-            code = -1 if code is None else code
-            why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-            return {"status": "FAILED", "error": f"the trial process died ({why})", "value": None}
-        assert isinstance(value, dict)
-        return value
+        # Rank 0's outcome, else (it was stopped because another rank failed first) the
+        # outcome of the first rank that wrote one: the error the user needs to see.
+        rank0 = self._files(job)["result"]
+        paths = [rank0, *(rank0.with_suffix(f".{r}.pkl") for r in range(1, len(job.processes)))]
+        for path in paths:
+            try:
+                with open(path, "rb") as handle:
+                    value = pickle.load(handle)
+            except (OSError, EOFError, pickle.UnpicklingError):
+                continue
+            assert isinstance(value, dict)
+            if path == rank0 or value.get("status") == "FAILED":
+                return value
+        code = job.processes[0].returncode if job.processes else None
+        code = -1 if code is None else code
+        why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        return {"status": "FAILED", "error": f"the trial process died ({why})", "value": None}
 
     def _outcome(self, job: _Job) -> TrialOutcome:
         result = self._result(job)

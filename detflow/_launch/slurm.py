@@ -4,18 +4,23 @@ Jobs that start together and ask for the same resources go out as one job array.
 ``SIGUSR2`` (Slurm's warning before a time limit or a pre-emption) the trial checkpoints
 at its next optimizer step, the job requeues itself and resumes with exact counters.
 A job that ends without a result (cancelled, node failure) is reported as failed at once.
+A sweep stopped by Ctrl-C leaves its running jobs running (:meth:`SlurmTrials.left_running`)
+and submits nothing more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,13 +131,27 @@ class SlurmTrials(TrialProcesses["_Job"]):
         self.queued.append(self._compose(trial_id, overrides))
 
     def _flush(self) -> None:
-        self._submit_queued()
+        if not self._stop_requested:  # the sweep stopped: queued jobs are not submitted
+            with _sigint_held():
+                self._submit_queued()
 
     def _poll(self) -> list[_Job]:
-        return self._ended()
+        with _sigint_held():
+            return self._ended()
 
     def _busy(self) -> bool:
+        if self._stop_requested:  # running jobs are left to run: waiting is over
+            return False
         return bool(self.running or self.queued)
+
+    def request_stop(self) -> str | None:
+        """Submit nothing more and stop waiting: the running jobs go on (no signal to them)."""
+        self._stop_requested = True
+        return "stopping: nothing more is submitted; the running Slurm jobs go on"
+
+    def left_running(self) -> list[str]:
+        """The Slurm jobs of the trials still running: a stopped sweep leaves them be."""
+        return [str(job.submitted.job_id) for job in self.running.values()]
 
     def sbatch_scripts(self, jobs: Sequence[tuple[int, list[str]]]) -> list[str]:
         """The sbatch script(s) these jobs would be submitted with (one per array)."""
@@ -268,6 +287,22 @@ class SlurmTrials(TrialProcesses["_Job"]):
 
     def _job_return(self, job: _Job) -> JobReturn:
         return job_return(self._result(job), job.overrides, job.config, job.dir)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """``SIGINT`` held back while ``sbatch`` / ``sacct`` run: Ctrl-C reaches the terminal's
+    whole process group, and must not kill a submission half done. The children inherit the
+    blocked signal (and drop it); this process takes it, and its handler, once they are done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _static_prefix(folder: Path) -> Path:

@@ -1,4 +1,5 @@
-"""The ``detflow`` command: ``summary``, ``plot`` and ``explain`` of run and sweep directories.
+"""The ``detflow`` command: ``summary``, ``plot`` and ``explain`` of run and sweep directories,
+``import-determined`` of a Determined AI experiment config.
 
 Examples
 --------
@@ -25,11 +26,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
 from detflow._core.artifacts import TrialStatus
 from detflow._core.errors import ConfigError, NotResultsError
+from detflow._core.text import short_names
 from detflow._core.units import Unit
 from detflow._results.reader import (
     UNFINISHED,
@@ -40,6 +43,7 @@ from detflow._results.reader import (
     format_table,
     load,
 )
+from detflow._search.driver import best_line, length_text
 
 __all__ = ["main", "run_summary", "sweep_summary"]
 
@@ -88,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     fmt = summary.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="CSV on stdout, for scripts")
     fmt.add_argument("--json", action="store_true", help="JSON on stdout, for scripts")
+    summary.add_argument(
+        "--metrics",
+        type=_names,
+        metavar="A,B",
+        help="validation metrics to show beside searcher.metric and its best (default: the "
+        f"others the trials report, up to {_DEFAULT_METRICS} columns in all)",
+    )
     summary.set_defaults(handler=_summary)
 
     plot = commands.add_parser(
@@ -110,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--log", action="store_true", help="log y scale")
     scale.add_argument("--linear", action="store_true", help="linear y scale")
     plot.add_argument("--title", help="the figure's title (default: the directory and search)")
+    plot.add_argument(
+        "--color-by",
+        metavar="KEY",
+        help="colour the curves by this swept hyperparameter (lr or hyperparameters.lr) or "
+        "by 'metric' (each trial's best); default: the first swept hyperparameter in the "
+        "search's order, else the metric",
+    )
     plot.set_defaults(handler=_plot)
 
     explain = commands.add_parser(
@@ -121,6 +139,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("dir", type=Path, help="a run directory (one trial of a sweep)")
     explain.set_defaults(handler=_explain)
+
+    new = commands.add_parser(
+        "new",
+        help="write a small working project into a new or empty directory",
+        description="Write a project that runs and sweeps as written: train.py (the script, "
+        "detflow's root config), experiments.py, trial.py (a trial with no dependencies) "
+        "and README.md with its commands. Refuses a directory that holds anything.",
+    )
+    new.add_argument("dir", type=Path, help="the project's directory (created if missing)")
+    new.set_defaults(handler=_new)
+    _add_import_determined(commands)
     return parser
 
 
@@ -129,13 +158,14 @@ def _summary(args: argparse.Namespace) -> int:
     target = load(args.dir)
     out = sys.stdout
     if isinstance(target, SweepDir):
+        metrics = _metric_columns(target, args.metrics)
         if args.json:
             json.dump(_sweep_json(target), out, indent=2)
             out.write("\n")
         elif args.csv:
-            out.write(_sweep_csv(target))
+            out.write(_sweep_csv(target, metrics))
         else:
-            title, headers, rows, footer = sweep_summary(target)
+            title, headers, rows, footer = sweep_summary(target, metrics)
             styles = [_row_style(t, target) for t in target.trials]
             _print_table(out, title, headers, rows, footer, styles)
         return 0
@@ -150,8 +180,14 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def sweep_summary(sweep: SweepDir) -> tuple[str, list[str], list[list[str]], list[str]]:
+def sweep_summary(
+    sweep: SweepDir, metrics: Sequence[str] = ()
+) -> tuple[str, list[str], list[list[str]], list[str]]:
     """The title, header, rows (best first) and closing lines of ``detflow summary SWEEP``.
+
+    ``metrics`` are more validation metrics to show, after ``searcher.metric`` (at the end
+    of the trial's furthest rung) and ``best`` (its best at any validation, which it ranks
+    by).
 
     Examples
     --------
@@ -166,21 +202,28 @@ def sweep_summary(sweep: SweepDir) -> tuple[str, list[str], list[list[str]], lis
     >>> rows
     [['0', 'COMPLETED', '0.1', '4', '128', '0.25', '0.2']]
     >>> foot
-    ['best: trial 0, validation_loss 0.25 at 4 epochs (lr=0.1)']
+    ['best: trial 0 (lr=0.1), validation_loss 0.2, trained 128 batches (4 epochs)']
     """
     keys = sweep.keys or sorted({k for t in sweep.trials for k in t.hparams})
-    short = _short_names(keys)
+    short = short_names(keys)
     rungs = len(sweep.rung_lengths) > 1
     failed = any(t.status is TrialStatus.FAILED for t in sweep.trials)
     unit = sweep.unit.value if sweep.unit else "length"
+    lengths = [] if sweep.unit is Unit.BATCHES else [unit]  # never two columns of batches
+    others = [m for m in metrics if m != sweep.metric]
     headers = ["trial", "status", *(["rung"] if rungs else []), *short.values()]
-    headers += [unit, "batches", sweep.metric, "best", *(["error"] if failed else [])]
+    headers += [*lengths, "batches", sweep.metric, "best", *others]
+    headers += ["error"] if failed else []
     rows = []
     for t in sweep.trials:
         row = [str(t.trial_id), str(t.status), *([str(t.rung)] if rungs else [])]
         row += [format_number(t.hparams.get(k)) for k in keys]
-        row += [format_number(t.length), format_number(t.batches)]
+        batches = t.batches if t.batches is not None or lengths else t.length
+        row += [*([format_number(t.length)] if lengths else []), format_number(batches)]
         row += [format_number(t.metric), format_number(t.best_metric)]
+        if others:
+            validation = sweep.validation(t)
+            row += [format_number(validation.get(m)) for m in others]
         if failed:
             row.append(t.error or "")
         rows.append(row)
@@ -194,23 +237,64 @@ def sweep_summary(sweep: SweepDir) -> tuple[str, list[str], list[list[str]], lis
     )
     footer = []
     best = sweep.best
-    if best is not None:
-        chosen = " ".join(f"{short[k]}={format_number(v)}" for k, v in best.hparams.items())
-        reported_at = best.length
-        if best.metric_rung is not None and best.metric_rung < len(sweep.rung_lengths):
-            reported_at = sweep.rung_lengths[best.metric_rung]  # a running trial is past it
-        at = f" at {format_number(reported_at)} {unit}" if reported_at is not None else ""
+    if best is not None:  # the sweep's own closing line says the same
+        best_value = best.best_metric if best.best_metric is not None else best.metric
+        trained = _trained(best, unit)
         footer.append(
-            f"best: trial {best.trial_id}, {sweep.metric} {format_number(best.metric)}{at}"
-            + (f" ({chosen})" if chosen else "")
+            best_line(best.trial_id, best.hparams, sweep.metric, best_value, trained, keys)
         )
     elif sweep.trials:
         footer.append("best: none yet (no trial has reported a metric)")
     else:
         footer.append("no trials yet")
     if rungs:
-        footer.append(f"ranked by rung reached, then {sweep.metric} there; best: at any rung")
+        footer.append(
+            f"ranked by rung reached, then best; {sweep.metric}: at the end of that rung, "
+            "best: at any validation"
+        )
     return title, headers, rows, footer
+
+
+#: The metric columns ``detflow summary`` shows without ``--metrics`` (searcher.metric's too).
+_DEFAULT_METRICS = 3
+
+
+def _names(text: str) -> list[str]:
+    """``--metrics a,b``: names, in order, each once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected metric names separated by commas, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def _metric_columns(sweep: SweepDir, asked: Sequence[str] | None) -> list[str]:
+    """The validation metrics shown beside searcher.metric: the ones asked for (each must be
+    reported by some trial, once any has reported), else the others the best trials report."""
+    reported: dict[str, None] = {}
+    for trial in sweep.trials:
+        reported.update(dict.fromkeys(sweep.validation(trial)))
+        if asked is None and len(reported) >= _DEFAULT_METRICS:
+            break
+    if asked is None:
+        return [m for m in reported if m != sweep.metric][: _DEFAULT_METRICS - 1]
+    unknown = [m for m in asked if m not in reported and m != sweep.metric]
+    if unknown and reported:
+        raise CommandError(
+            f"--metrics {','.join(asked)}: no trial reported {', '.join(unknown)}; "
+            f"the trials report {', '.join(reported)}"
+        )
+    return [m for m in asked if m != sweep.metric]
+
+
+def _trained(trial: TrialSummary, unit: str) -> str:
+    """What a trial trained, as the sweep's lines write it: ``128 batches (4 epochs)``."""
+    if trial.length is None:
+        return (
+            "?"
+            if trial.batches is None
+            else length_text(trial.batches, Fraction(trial.batches), "batches")
+        )
+    return length_text(trial.batches, trial.length, unit)
 
 
 def _row_style(trial: TrialSummary, sweep: SweepDir) -> str | None:
@@ -218,12 +302,6 @@ def _row_style(trial: TrialSummary, sweep: SweepDir) -> str | None:
         return "bold green"
     colours = {TrialStatus.FAILED: "red", TrialStatus.RUNNING: "cyan", TrialStatus.PENDING: "cyan"}
     return colours.get(trial.status)
-
-
-def _short_names(keys: list[str]) -> dict[str, str]:
-    """Swept keys without ``hyperparameters.`` where that leaves them distinct."""
-    short = {k: k.removeprefix("hyperparameters.") for k in keys}
-    return short if len(set(short.values())) == len(short) else {k: k for k in keys}
 
 
 def _sweep_json(sweep: SweepDir) -> dict[str, Any]:
@@ -236,21 +314,25 @@ def _sweep_json(sweep: SweepDir) -> dict[str, Any]:
         "unit": sweep.unit.value if sweep.unit else None,
         "rung_lengths": [_number(x) for x in sweep.rung_lengths],
         "best_trial": best.trial_id if best else None,
-        "trials": [t.to_json() for t in sweep.trials],
+        "trials": [{**t.to_json(), "validation": sweep.validation(t)} for t in sweep.trials],
     }
 
 
-def _sweep_csv(sweep: SweepDir) -> str:
+def _sweep_csv(sweep: SweepDir, metrics: Sequence[str] = ()) -> str:
+    """One row per trial; ``metrics`` (more validation metrics) as the last columns."""
     keys = sweep.keys or sorted({k for t in sweep.trials for k in t.hparams})
     unit = sweep.unit.value if sweep.unit else "length"
+    others = [m for m in metrics if m != sweep.metric]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     head = ["trial_id", "status", "rung", *keys, f"length_{unit}", "batches", "metric"]
-    writer.writerow([*head, "best_metric", "error", "dir"])
+    writer.writerow([*head, "best_metric", "error", "dir", *others])
     for t in sweep.trials:
         cells: list[Any] = [t.trial_id, t.status, t.rung, *(t.hparams.get(k, "") for k in keys)]
         cells += [_blank(_number(t.length)), _blank(t.batches), _blank(t.metric)]
-        writer.writerow([*cells, _blank(t.best_metric), t.error or "", str(t.dir)])
+        cells += [_blank(t.best_metric), t.error or "", str(t.dir)]
+        validation = sweep.validation(t) if others else {}
+        writer.writerow([*cells, *(_blank(validation.get(m)) for m in others)])
     return out.getvalue()
 
 
@@ -347,7 +429,11 @@ def _plot(args: argparse.Namespace) -> int:
     yscale = "log" if args.log else "linear" if args.linear else "auto"
     x = Unit(args.x) if args.x else None
     try:
-        written = plot_curves(target, output, x=x, yscale=yscale, title=args.title)
+        written = plot_curves(
+            target, output, x=x, yscale=yscale, title=args.title, color_by=args.color_by
+        )
+    except ConfigError as exc:  # --color-by a key the sweep did not sweep
+        raise CommandError(str(exc)) from None
     except OSError as exc:  # a directory, a read-only place...
         why = exc.strerror or str(exc).splitlines()[0]
         raise CommandError(
@@ -370,6 +456,71 @@ def _explain(args: argparse.Namespace) -> int:
             f"e.g. {example}" + (" (the best trial)" if best is not None else "")
         )
     print("\n".join(explain(target)))
+    return 0
+
+
+# -- new -------------------------------------------------------------------------------------
+def _new(args: argparse.Namespace) -> int:
+    from detflow._results.scaffold import ProjectExists, next_command, write_project
+
+    try:
+        written = write_project(args.dir)
+    except ProjectExists as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        why = exc.strerror or str(exc).splitlines()[0]
+        raise CommandError(f"cannot write {args.dir}: {why}") from None
+    print(f"wrote {args.dir}: {', '.join(p.name for p in written)}")
+    print(f"next: {next_command(args.dir)}  (README.md there: a search, resume, Slurm)")
+    return 0
+
+
+# -- import-determined -----------------------------------------------------------------------
+def _add_import_determined(commands: Any) -> None:
+    command = commands.add_parser(
+        "import-determined",
+        help="port a Determined AI experiment config to a detflow experiment module",
+        description="Write a Python module that defines the experiment (a module-level "
+        "`experiment` dict) and registers it under its name, and print what became of every "
+        "top-level key: the detflow key it became, or the detflow way of doing it. Takes "
+        "configs of Determined 0.13 to 0.38. Without -o the module goes to stdout and the "
+        "report to stderr.",
+    )
+    command.add_argument("file", type=Path, help="the Determined config (YAML)")
+    command.add_argument("-o", "--output", type=Path, help="the module to write (OUT.py)")
+    command.add_argument("--force", action="store_true", help="overwrite OUT.py if it exists")
+    command.set_defaults(handler=_import_determined)
+
+
+def _import_determined(args: argparse.Namespace) -> int:
+    from detflow._results.import_determined import (
+        import_config,
+        module_text,
+        read_config,
+        report_lines,
+    )
+
+    try:
+        raw = read_config(args.file)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    imported = import_config(raw, fallback_name=args.file.stem)
+    text = module_text(imported, str(args.file))
+    report = sys.stdout
+    if args.output is None:
+        sys.stdout.write(text)
+        report = sys.stderr
+    else:
+        if args.output.exists() and not args.force:
+            raise CommandError(f"{args.output} exists: give --force to overwrite it")
+        try:
+            args.output.write_text(text)
+        except OSError as exc:
+            why = exc.strerror or str(exc).splitlines()[0]
+            raise CommandError(f"cannot write {args.output}: {why}") from None
+        print(f"wrote {args.output}: experiment {imported.name}", file=report)
+    for line in report_lines(imported):
+        print(line, file=report)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -172,20 +172,22 @@ def _length_lines(run: RunDir) -> list[str]:
         return ["lengths: the batch size is unknown (no result.json, no global_batch_size)"]
     rows: list[list[str]] = []
     notes: list[str] = []
+    records_in = _records_counter(run, geometry)
     for key, length in lengths.items():
         if length is not None:
-            rows.append([key, str(length), *_in_units(geometry, _batches(geometry, length, key))])
+            batches = _batches(geometry, length, key)
+            rows.append([key, str(length), *_in_units(geometry, batches, records_in)])
             note = _describe(geometry, length, key)
             if note:
                 notes.append(note)
-    target = _target(run, geometry)
+    target = _target(run, geometry, records_in)
     if target is not None:
         rows.append(target)
     if trained is not None:
         label, batches, records = trained
-        cells = _in_units(geometry, batches)
+        cells = _in_units(geometry, batches, records_in)
         if records is not None:
-            cells[0] = format_number(records)
+            cells[0] = format_number(records)  # as counted
         rows.append([label, "", *cells])
     head = [
         f"global_batch_size {geometry.global_batch_size}",
@@ -196,7 +198,53 @@ def _length_lines(run: RunDir) -> list[str]:
     else:
         head.append("epoch length unknown until the run ends (or set records_per_epoch)")
     table = format_table(["length", "given", *(u.value for u in Unit)], rows, indent="  ")
-    return [f"lengths ({', '.join(head)}):", *table, *(f"  rounded: {n}" for n in notes)]
+    lines = [f"lengths ({', '.join(head)}):", *table, *(f"  rounded: {n}" for n in notes)]
+    if records_in is None:
+        lines.append(
+            "  records: batches x global_batch_size until the run has trained an epoch "
+            "(an epoch's last batch may be short)"
+        )
+    return lines
+
+
+def _records_counter(run: RunDir, geometry: BatchMath) -> Callable[[int], int] | None:
+    """Records in the first ``b`` batches as the data holds them (each epoch's last batch may
+    be short), from ``records_per_epoch`` or from what the run counted; ``None`` while
+    neither tells (then records are ``b x global_batch_size``).
+
+    >>> from pathlib import Path
+    >>> result = {"records": 7190, "batches": 225, "epochs": 5}
+    >>> count = _records_counter(RunDir(Path("."), {}, result, None), BatchMath(32, 1, 45))
+    >>> count(225), count(45), count(100)
+    (7190, 1438, 3196)
+    """
+    per_epoch = geometry.batches_per_epoch
+    if per_epoch is None:
+        return None
+    gbs = geometry.global_batch_size
+    counted, trained = (_count((run.result or {}).get(k)) for k in ("records", "batches"))
+    records_per_epoch = _count(run.config_value("records_per_epoch"))
+    if records_per_epoch is None:
+        if counted is None or trained is None or trained < per_epoch:
+            return None
+        epochs, missing = trained // per_epoch, trained * gbs - counted
+        if missing % epochs:
+            return None
+        records_per_epoch = per_epoch * gbs - missing // epochs
+    short = per_epoch * gbs - records_per_epoch
+    if not 0 <= short < gbs:  # not one short batch an epoch: the figures would be wrong
+        return None
+
+    def records_in(batches: int) -> int:
+        return batches * gbs - (batches // per_epoch) * short
+
+    if counted is not None and trained is not None and records_in(trained) != counted:
+        return None  # the run counted otherwise: say nothing rather than something wrong
+    return records_in
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _batches(geometry: BatchMath, length: Length, key: str) -> int | None:
@@ -213,18 +261,28 @@ def _describe(geometry: BatchMath, length: Length, key: str) -> str | None:
         return None
 
 
-def _in_units(geometry: BatchMath, batches: int | None) -> list[str]:
-    """The cells records, batches, steps, epochs for ``batches`` (``?`` where unknown)."""
+def _in_units(
+    geometry: BatchMath, batches: int | None, records_in: Callable[[int], int] | None = None
+) -> list[str]:
+    """The cells records, batches, steps, epochs for ``batches`` (``?`` where unknown);
+    records as the data holds them when ``records_in`` can count them."""
     cells = []
     for unit in Unit:
         try:
-            cells.append("?" if batches is None else format_number(geometry.in_unit(batches, unit)))
+            if batches is None:
+                cells.append("?")
+            elif unit is Unit.RECORDS and records_in is not None:
+                cells.append(format_number(records_in(batches)))
+            else:
+                cells.append(format_number(geometry.in_unit(batches, unit)))
         except ConfigError:
             cells.append("?")
     return cells
 
 
-def _target(run: RunDir, geometry: BatchMath) -> list[str] | None:
+def _target(
+    run: RunDir, geometry: BatchMath, records_in: Callable[[int], int] | None
+) -> list[str] | None:
     """This job's own target when the searcher set one below max_length (an ASHA rung)."""
     env = _hydra_env(run)
     text = env.get(_TARGET_ENV) if isinstance(env, Mapping) else None
@@ -235,13 +293,14 @@ def _target(run: RunDir, geometry: BatchMath) -> list[str] | None:
         except ConfigError:
             return None
         batches = _batches(geometry, length, _TARGET_ENV)
-        return ["target (this job)", _length_text(length), *_in_units(geometry, batches)]
+        cells = _in_units(geometry, batches, records_in)
+        return ["target (this job)", _length_text(length), *cells]
     target = result.get("target_batches")
     max_length = run.length("searcher.max_length")
     if isinstance(target, int) and (
         max_length is None or _batches(geometry, max_length, "max") != target
     ):
-        return ["target", "", *_in_units(geometry, target)]
+        return ["target", "", *_in_units(geometry, target, records_in)]
     return None
 
 

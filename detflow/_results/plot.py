@@ -1,30 +1,58 @@
 """``detflow plot``: learning curves of a sweep's trials (or one run) as a PNG.
 
 Top panel: ``searcher.metric`` at every validation; bottom panel: the training loss; both
-against the training length in the chosen unit. ASHA's rungs are dotted vertical lines, the
-best trial is drawn thick and outlined. matplotlib is imported here only, and only its Agg
-canvas is used: no display, no global backend switch.
+against the training length in the chosen unit. Curves are coloured by one swept
+hyperparameter (``--color-by``; by default the first one the search sweeps, in its order) or by
+each trial's best metric: a colour bar for a numeric key with many values, a compact legend
+of its values otherwise, either in a side panel a fifth of the figure wide, beside the best
+trials listed best first. ASHA's rungs are dotted vertical lines, their lengths on a top axis
+(labels that would touch are left out, never drawn over each other); the best trial is drawn
+thick and outlined. matplotlib is imported here only, and only its Agg canvas is used: no
+display, no global backend switch.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from detflow._core.artifacts import TrialStatus
 from detflow._core.errors import ConfigError
+from detflow._core.text import short_names
 from detflow._core.units import BatchMath, Length, Unit
-from detflow._results.reader import RunDir, SweepDir, format_number
+from detflow._results.reader import RunDir, SweepDir, format_number, format_table
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["default_x", "plot_curves"]
+__all__ = [
+    "METRIC",
+    "RUNGS",
+    "SIDE",
+    "Colouring",
+    "colouring",
+    "default_x",
+    "figure",
+    "plot_curves",
+]
 
-_LEGEND_MAX = 16  # trials named in the legend; the rest are summed up in one entry
+#: ``--color-by metric``: colour each trial by its best ``searcher.metric``.
+METRIC = "metric"
+#: The labels (``Artist.get_label``) of the side panel and of the rungs' axis.
+SIDE, RUNGS = "detflow-side", "detflow-rungs"
 _TRAIN_KEYS = ("loss", "train_loss", "training_loss")
+_COLOURBAR_MIN = 9  # a numeric key with this many values or more gets a colour bar
+_CATEGORIES_MAX = 30  # values named in a categorical legend (two columns past 15)
+_LISTED = 8  # trials listed best first in the side panel
+_LABELLED = 10  # up to this many curves, each is labelled with its trial id at its end
+_LINE = 34  # characters of a listed trial's line before it is cut
+_MISSING = "0.6"  # the grey of a trial without a value for the colour key
 
 
 @dataclass
@@ -37,6 +65,23 @@ class _Curve:
     train: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
     best: bool = False
     hparams: dict[str, Any] = field(default_factory=dict)
+    score: float | None = None  # the trial's best searcher.metric
+
+
+@dataclass(frozen=True)
+class Colouring:
+    """How a sweep's curves are coloured: by ``key`` (a swept key, or :data:`METRIC`).
+
+    ``colours`` maps each trial id to its colour. ``bar`` is set for a colour bar
+    (``(norm, cmap)``); otherwise ``categories`` lists each value's label and colour, every
+    colour different.
+    """
+
+    key: str
+    title: str
+    colours: dict[int, Any]
+    categories: list[tuple[str, Any]] = field(default_factory=list)
+    bar: tuple[Any, Any] | None = None
 
 
 def plot_curves(
@@ -46,13 +91,15 @@ def plot_curves(
     x: Unit | None = None,
     yscale: str = "auto",
     title: str | None = None,
+    color_by: str | None = None,
 ) -> Path:
     """Draw the learning curves of ``target`` into the PNG ``output``; return its path.
 
     ``x`` is the x axis unit; by default batches, or the searcher's unit when the trials
     differ in batch size (their batches are then not comparable). ``yscale`` is
     ``"linear"``, ``"log"`` or ``"auto"`` (log when the metric spans more than two decades
-    and stays positive).
+    and stays positive). ``color_by`` is a swept key (``lr`` or ``hyperparameters.lr``) or
+    ``"metric"``; see :func:`colouring`. It is ignored for a single run.
 
     Examples
     --------
@@ -66,6 +113,21 @@ def plot_curves(
     >>> plot_curves(load(run_dir), run_dir / "curves.png").stat().st_size > 10_000
     True
     """
+    fig = figure(target, x=x, yscale=yscale, title=title, color_by=color_by)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, format="png")
+    return output
+
+
+def figure(
+    target: RunDir | SweepDir,
+    *,
+    x: Unit | None = None,
+    yscale: str = "auto",
+    title: str | None = None,
+    color_by: str | None = None,
+) -> Figure:
+    """The figure :func:`plot_curves` writes (on an Agg canvas), to save or inspect."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -74,8 +136,10 @@ def plot_curves(
     if x is None:
         x = default_x(target)
     curves, metric, smaller, keys = _curves(target, x)
-    colour_key = _colour_key(target, keys)
-    many = len(curves) > 1
+    colours: Colouring | None = None
+    if isinstance(target, SweepDir):
+        colours = colouring(target, _scores(curves), color_by)
+    many = colours is not None
 
     fig = Figure(figsize=(11 if many else 9.5, 7.2), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
@@ -85,17 +149,17 @@ def plot_curves(
     top = fig.add_subplot(grid[0, 0])
     bottom = fig.add_subplot(grid[1, 0], sharex=top)
     top.tick_params(labelbottom=False)
-    side = fig.add_subplot(grid[:, 1]) if many else None
+    side = fig.add_subplot(grid[:, 1], label=SIDE) if many else None
     if side is not None:
         side.axis("off")
-    colours = _colours(fig, curves, colour_key, side)
 
+    palette = _palette(curves, colours)
+    thin = len(curves) > 20
     for curve in sorted(curves, key=lambda c: c.best):  # the best one drawn last, on top
-        colour = colours[id(curve)]
-        _draw(top, curve.val, curve, colour, markers=True, solo=not many)
-        _draw(bottom, curve.train, curve, colour, markers=False, solo=not many)
+        colour = palette[id(curve)]
+        _draw(top, curve.val, curve, colour, markers=True, solo=not many, thin=thin)
+        _draw(bottom, curve.train, curve, colour, markers=False, solo=not many, thin=thin)
 
-    _rungs(top, bottom, target, curves, x)
     scale = _scale(yscale, [y for c in curves for y in c.val[1]])
     top.set_yscale(scale)
     bottom.set_yscale(_scale(yscale, [y for c in curves for y in c.train[1]]))
@@ -108,12 +172,139 @@ def plot_curves(
         ax.spines[["top", "right"]].set_visible(False)
     if not any(c.val[0] for c in curves):
         top.text(0.5, 0.5, "no validation yet", transform=top.transAxes, ha="center")
-    if side is not None:
-        _legend(side, curves, colours)
+    rung_axis = _rungs(top, bottom, target, curves, x)
+    _end_labels(top, curves, palette)
+    if side is not None and colours is not None:
+        _side(fig, side, colours, curves, metric, keys)
     fig.suptitle(title or _title(target, metric, len(curves)), fontsize=12)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, format="png")
-    return output
+    if rung_axis is not None:
+        _declutter(fig, rung_axis)
+    return fig
+
+
+def _scores(curves: Sequence[_Curve]) -> dict[int, tuple[dict[str, Any], float | None]]:
+    """Each trial's hyperparameters and best metric, as :func:`colouring` takes them."""
+    return {c.trial_id: (c.hparams, c.score) for c in curves if c.trial_id is not None}
+
+
+def colouring(
+    sweep: SweepDir,
+    trials: dict[int, tuple[dict[str, Any], float | None]],
+    color_by: str | None = None,
+) -> Colouring:
+    """Colours for ``trials`` (id -> (hyperparameters, best metric)) of ``sweep``.
+
+    ``color_by`` names a swept key (in full or without ``hyperparameters.``) or
+    :data:`METRIC`; by default the first swept key with more than one value, in the
+    search's order, else the metric. A numeric key with many values (and the metric) gets a
+    colour bar; any other key one legend entry per value, each its own colour. A key the sweep
+    did not sweep is a :class:`ConfigError` naming ``--color-by`` and the accepted keys.
+
+    Examples
+    --------
+    >>> sweep = SweepDir(Path("s"), [], "validation_loss", True, None, "grid",
+    ...                  keys=["hyperparameters.lr", "hyperparameters.act"])
+    >>> trials = {0: ({"hyperparameters.lr": 0.1, "hyperparameters.act": "relu"}, 0.5),
+    ...           1: ({"hyperparameters.lr": 0.1, "hyperparameters.act": "tanh"}, 0.4)}
+    >>> c = colouring(sweep, trials)  # lr has one value only: act is the first that varies
+    >>> c.key, [label for label, _ in c.categories]
+    ('hyperparameters.act', ['relu', 'tanh'])
+    >>> colouring(sweep, trials, "metric").bar is not None
+    True
+    >>> colouring(sweep, trials, "momentum")
+    Traceback (most recent call last):
+    ...
+    detflow._core.errors.ConfigError: --color-by = 'momentum' is not valid: expected ...
+    """
+    keys = sweep.keys or sorted({k for hparams, _ in trials.values() for k in hparams})
+    key = _colour_key(sweep, keys, trials, color_by)
+    if key == METRIC:
+        values = {i: score for i, (_, score) in trials.items()}
+        title = f"best {sweep.metric}"
+    else:
+        values = {i: hparams.get(key) for i, (hparams, _) in trials.items()}
+        title = short_names(keys)[key]
+    present = [v for v in values.values() if v is not None]
+    distinct = {_category(v): v for v in present}
+    numeric = bool(present) and all(_number(v) for v in present)
+    if numeric and (key == METRIC or len(distinct) >= _COLOURBAR_MIN) and len(distinct) > 1:
+        return _bar(key, title, values)
+    return _categorical(key, title, values, numeric)
+
+
+def _colour_key(
+    sweep: SweepDir,
+    keys: list[str],
+    trials: dict[int, tuple[dict[str, Any], float | None]],
+    asked: str | None,
+) -> str:
+    if asked is None:
+        for key in keys:
+            seen = {_category(h.get(key)) for h, _ in trials.values() if key in h}
+            if len(seen) > 1:
+                return key
+        return METRIC
+    if asked in (METRIC, sweep.metric):
+        return METRIC
+    for key in keys:
+        if asked in (key, key.removeprefix("hyperparameters.")):
+            return key
+    names = [*short_names(keys).values(), METRIC]
+    raise ConfigError("--color-by", asked, f"a swept key or metric: one of {', '.join(names)}")
+
+
+def _bar(key: str, title: str, values: dict[int, Any]) -> Colouring:
+    import matplotlib as mpl
+    from matplotlib.colors import ListedColormap, LogNorm, Normalize
+
+    numbers = [float(v) for v in values.values() if _number(v)]
+    low, high = min(numbers), max(numbers)
+    norm: Normalize = (
+        LogNorm(low, high) if low > 0 and high / low >= 10 else Normalize(low, high or 1.0)
+    )
+    base = mpl.colormaps["viridis"]
+    cmap = ListedColormap([base(0.9 * i / 255) for i in range(256)])  # no pale yellow end
+    colours = {i: cmap(norm(float(v))) if _number(v) else _MISSING for i, v in values.items()}
+    return Colouring(key, title, colours, bar=(norm, cmap))
+
+
+def _categorical(key: str, title: str, values: dict[int, Any], numeric: bool) -> Colouring:
+    import matplotlib as mpl
+
+    seen: dict[str, Any] = {}
+    for value in values.values():
+        if value is not None:
+            seen.setdefault(_category(value), value)
+    labels = sorted(seen, key=lambda k: float(seen[k])) if numeric else list(seen)
+    count = len(labels)
+    if numeric:  # ordered values, ordered colours
+        base = mpl.colormaps["viridis"]
+        palette = [base(0.9 * i / max(1, count - 1)) for i in range(count)]
+    elif count <= 10:
+        palette = [mpl.colormaps["tab10"](i) for i in range(count)]
+    elif count <= 20:
+        palette = [mpl.colormaps["tab20"](i) for i in range(count)]
+    else:
+        palette = [mpl.colormaps["turbo"](0.05 + 0.9 * i / (count - 1)) for i in range(count)]
+    by_label = dict(zip(labels, palette, strict=True))
+    colours = {i: by_label[_category(v)] if v is not None else _MISSING for i, v in values.items()}
+    return Colouring(key, title, colours, categories=[(lb, by_label[lb]) for lb in labels])
+
+
+def _category(value: Any) -> str:
+    """A value as its legend entry names it (lists and dicts as JSON)."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return format_number(value)
+
+
+def _palette(curves: list[_Curve], colours: Colouring | None) -> dict[int, Any]:
+    if colours is None:  # one run: one colour
+        return {id(c): "C0" for c in curves}
+    return {
+        id(c): colours.colours.get(c.trial_id, _MISSING) if c.trial_id is not None else _MISSING
+        for c in curves
+    }
 
 
 def default_x(target: RunDir | SweepDir) -> Unit:
@@ -139,23 +330,19 @@ def _curves(target: RunDir | SweepDir, x: Unit) -> tuple[list[_Curve], str, bool
         _fill(curve, target, target.metric_name, x)
         return [curve], target.metric_name, target.smaller_is_better, []
     keys = target.keys or sorted({k for t in target.trials for k in t.hparams})
-    short = {k: k.removeprefix("hyperparameters.") for k in keys}
+    short = short_names(keys)
     best = target.best
     curves = []
     for trial in target.trials:
         run = target.run(trial)
         if run is None:
             continue
-        chosen = ", ".join(
+        chosen = " ".join(
             f"{short[k]}={format_number(trial.hparams[k])}" for k in keys if k in trial.hparams
         )
-        label = f"trial {trial.trial_id}" + (f": {chosen}" if chosen else "")
-        if trial is best:
-            label += "  (best)"
-        elif trial.status == TrialStatus.FAILED:
-            label += "  (failed)"
-        curve = _Curve(trial.trial_id, label, trial.status, run.geometry(), best=trial is best)
+        curve = _Curve(trial.trial_id, chosen, trial.status, run.geometry(), best=trial is best)
         curve.hparams = dict(trial.hparams)
+        curve.score = trial.best_metric if trial.best_metric is not None else trial.metric
         _fill(curve, run, target.metric, x)
         curves.append(curve)
     return curves, target.metric, target.smaller_is_better, keys
@@ -192,41 +379,6 @@ def _x(record: dict[str, Any], x: Unit, geometry: BatchMath | None) -> float | N
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _colour_key(target: RunDir | SweepDir, keys: list[str]) -> str | None:
-    """The swept key to colour curves by: the first numeric one with several values."""
-    if not isinstance(target, SweepDir) or len(target.trials) < 3:
-        return None
-    for key in keys:
-        values = {t.hparams.get(key) for t in target.trials}
-        if len(values) > 2 and all(_number(v) for v in values):
-            return key
-    return None
-
-
-def _colours(fig: Any, curves: list[_Curve], key: str | None, side: Axes | None) -> dict[int, Any]:
-    """A colour per curve: from a colour map over the swept value, or the tab palette."""
-    import matplotlib as mpl
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import ListedColormap, LogNorm, Normalize
-
-    values = [float(v) for c in curves if key is not None and _number(v := c.hparams.get(key))]
-    if key is None or len(values) < 2 or side is None:
-        palette = mpl.colormaps["tab10" if len(curves) <= 10 else "tab20"]
-        return {id(c): palette(i % palette.N) for i, c in enumerate(curves)}
-    low, high = min(values), max(values)
-    norm: Normalize = (
-        LogNorm(low, high) if low > 0 and high / low >= 10 else Normalize(low, high or 1.0)
-    )
-    base = mpl.colormaps["viridis"]
-    cmap = ListedColormap([base(0.9 * i / 255) for i in range(256)])  # no pale yellow end
-    cax = side.inset_axes((0.04, 0.0, 0.07, 0.36))
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
-    bar.set_label(f"colour: {key.removeprefix('hyperparameters.')}")
-    return {
-        id(c): cmap(norm(float(v))) if _number(v := c.hparams.get(key)) else "0.5" for c in curves
-    }
-
-
 def _draw(
     ax: Axes,
     series: tuple[list[float], list[float]],
@@ -235,6 +387,7 @@ def _draw(
     *,
     markers: bool,
     solo: bool,
+    thin: bool,
 ) -> None:
     xs, ys = series
     if not xs:
@@ -244,36 +397,63 @@ def _draw(
     failed = curve.status == TrialStatus.FAILED
     style: dict[str, Any] = {
         "color": colour,
-        "linewidth": 2.8 if curve.best else 1.8 if solo else 1.4,
-        "alpha": 1.0 if curve.best or solo else 0.8,
+        "linewidth": 2.8 if curve.best else 1.8 if solo else 1.0 if thin else 1.4,
+        "alpha": 1.0 if curve.best or solo else 0.75,
         "linestyle": "--" if failed else "-",
         "zorder": 5 if curve.best else 2,
     }
     if markers or len(xs) == 1:
-        style.update(marker="o", markersize=4.5 if curve.best else 3, markeredgewidth=0)
+        size = 4.5 if curve.best else 2.2 if thin else 3
+        style.update(marker="o", markersize=size, markeredgewidth=0)
     if curve.best:
         style["path_effects"] = [patheffects.withStroke(linewidth=4.6, foreground="black")]
     ax.plot(xs, ys, **style)
     if failed:
         ax.plot(xs[-1:], ys[-1:], marker="x", color=colour, markersize=8, zorder=6)
-    if curve.best and markers:
+
+
+def _end_labels(ax: Axes, curves: list[_Curve], palette: dict[int, Any]) -> None:
+    """Trial ids at the ends of the validation curves (every curve up to
+    :data:`_LABELLED` of them, else the best one only), nudged apart so none overlap."""
+    if len(curves) < 2:
+        return
+    chosen = [c for c in curves if c.val[0] and (c.best or len(curves) <= _LABELLED)]
+    if not chosen:
+        return
+    ax.autoscale_view()
+    ax.set_xlim(ax.get_xlim())  # frozen: the labels are placed against these limits
+    ax.set_ylim(ax.get_ylim())
+    to_axes = ax.transScale + ax.transLimits
+    gap = 0.045  # of the axes' height: one line of 8-point text in a 3-inch panel
+    placed: list[tuple[float, float]] = []
+    ends = [(to_axes.transform((c.val[0][-1], c.val[1][-1])), c) for c in chosen]
+    for (fx, fy), curve in sorted(ends, key=lambda e: e[0][1]):
+        y = fy
+        while any(abs(px - fx) < 0.08 and abs(py - y) < gap for px, py in placed):
+            y += gap
+        placed.append((fx, y))
+        text = f"{curve.trial_id}" + (" best" if curve.best else "")
         ax.annotate(
-            "best",
-            (xs[-1], ys[-1]),
-            xytext=(6, 0),
-            textcoords="offset points",
+            text,
+            xy=(curve.val[0][-1], curve.val[1][-1]),
+            xytext=(fx + 0.008, y),
+            textcoords="axes fraction",
             va="center",
-            fontsize=9,
-            fontweight="bold",
+            fontsize=8,
+            fontweight="bold" if curve.best else "normal",
+            color="black" if curve.best else palette[id(curve)],
+            annotation_clip=False,
+            zorder=7,
         )
 
 
 def _rungs(
     top: Axes, bottom: Axes, target: RunDir | SweepDir, curves: list[_Curve], x: Unit
-) -> None:
-    """ASHA's rung lengths as dotted vertical lines, where they fall alike for every trial."""
+) -> Any:
+    """ASHA's rung lengths as dotted vertical lines, where they fall alike for every trial,
+    and their lengths on a top axis (returned, for :func:`_declutter`)."""
     if not isinstance(target, SweepDir) or len(target.rung_lengths) < 2 or target.unit is None:
-        return
+        return None
     unit = target.unit
     positions: set[tuple[float, ...]] = set()
     for curve in curves:
@@ -293,55 +473,113 @@ def _rungs(
     elif x is unit:
         where = tuple(float(r) for r in target.rung_lengths)
     else:  # the rungs fall at different places for different batch sizes
-        return
-    last = len(where) - 1
-    for rung, position in enumerate(where):
+        return None
+    for position in where:
         for ax in (top, bottom):
             ax.axvline(position, color="0.45", linestyle=":", linewidth=1.1, zorder=1)
-        length = format_number(target.rung_lengths[rung])
-        name = unit.value[:-1] if length == "1" else unit.value
-        top.text(
-            position,
-            1.0,
-            f" rung {rung}: {length} {name} " + ("(max) " if rung == last else ""),
-            transform=top.get_xaxis_transform(),
-            rotation=0,
-            ha="right" if rung == last else "left",
-            va="bottom",
-            fontsize=8,
-            color="0.3",
-        )
+    axis = top.secondary_xaxis("top")
+    axis.set_label(RUNGS)
+    axis.set_xticks(list(where), labels=[format_number(r) for r in target.rung_lengths], fontsize=8)
+    axis.tick_params(colors="0.3", length=3)
+    axis.set_xlabel(f"ASHA rungs ({unit.value}; dotted lines)", fontsize=8, color="0.3")
+    return axis
 
 
-def _legend(side: Axes, curves: list[_Curve], colours: dict[int, Any]) -> None:
+def _declutter(fig: Figure, axis: Any) -> None:
+    """Leave out rung labels that would touch a higher rung's (the top rung's is kept)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    labels = axis.get_xticklabels()
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    kept = None
+    texts = [label.get_text() for label in labels]
+    for i in range(len(boxes) - 1, -1, -1):  # from the top rung down
+        if kept is not None and boxes[i].x1 + 4 > boxes[kept].x0:
+            texts[i] = ""
+        else:
+            kept = i
+    if any(not t for t in texts):
+        axis.set_xticks(axis.get_xticks(), labels=texts, fontsize=8)
+
+
+def _side(
+    fig: Figure,
+    side: Axes,
+    colours: Colouring,
+    curves: list[_Curve],
+    metric: str,
+    keys: list[str],
+) -> None:
+    """The colour key (a bar or a legend of values) above, the best trials listed below."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LogNorm
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    shown = curves[:_LEGEND_MAX]
-    handles: list[Any] = [
-        Line2D(
-            [],
-            [],
-            color=colours[id(c)],
-            linewidth=2.8 if c.best else 1.6,
-            linestyle="--" if c.status == TrialStatus.FAILED else "-",
+    if colours.bar is not None:
+        norm, cmap = colours.bar
+        cax = side.inset_axes((0.02, 0.58, 0.08, 0.38))
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+        bar.set_label(f"colour: {colours.title}", fontsize=9)
+        bar.ax.tick_params(labelsize=8)
+        if isinstance(norm, LogNorm):  # 1-2-5 ticks, written as the table writes numbers
+            bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_number(v)))
+            bar.ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        shown = colours.categories[:_CATEGORIES_MAX]
+        handles: list[Any] = [Line2D([], [], color=c, linewidth=2.4) for _, c in shown]
+        labels = [label for label, _ in shown]
+        if len(colours.categories) > len(shown):
+            handles.append(Line2D([], [], color="none"))
+            labels.append(f"... and {len(colours.categories) - len(shown)} more")
+        side.legend(
+            handles,
+            labels,
+            loc="upper left",
+            fontsize=8,
+            ncols=1 if len(labels) <= 15 else 2,
+            frameon=False,
+            title=f"colour: {colours.title}",
+            title_fontsize=9,
+            alignment="left",
+            borderaxespad=0.0,
+            handlelength=1.4,
+            columnspacing=0.8,
         )
-        for c in shown
+    listed = [c for c in curves if c.trial_id is not None]
+    if listed:
+        lines = ["best first:", *_listing(listed, keys)]
+        side.text(
+            0.0, 0.0, "\n".join(lines), transform=side.transAxes, va="bottom", ha="left",
+            fontsize=7, family="monospace", linespacing=1.35,
+        )  # fmt: skip
+
+
+def _listing(curves: list[_Curve], keys: list[str]) -> list[str]:
+    """The best trials (best first) as a small table (trial, best, one column per swept key)
+    when it fits in :data:`_LINE` characters, else each trial on a line and its values wrapped
+    below; the ones left out counted at the end."""
+    short = short_names(keys)
+    table = [
+        [
+            str(c.trial_id) + (" (failed)" if c.status == TrialStatus.FAILED else ""),
+            format_number(c.score),
+            *(format_number(c.hparams.get(k)) for k in keys),
+        ]
+        for c in curves[:_LISTED]
     ]
-    labels = [c.label for c in shown]
-    if len(curves) > len(shown):
-        handles.append(Line2D([], [], color="none"))
-        labels.append(f"... and {len(curves) - len(shown)} more")
-    side.legend(
-        handles,
-        labels,
-        loc="upper left",
-        fontsize=8,
-        frameon=False,
-        title="best first",
-        title_fontsize=8,
-        alignment="left",
-        borderaxespad=0.0,
-    )
+    lines = format_table(["trial", "best", *short.values()], table)
+    if max(len(line) for line in lines) > _LINE:
+        table = table[: _LISTED - 2]  # two lines or more each: fewer of them
+        lines = []
+        for row in table:
+            lines.append(f"trial {row[0]}: best {row[1]}")
+            chosen = " ".join(f"{short[k]}={v}" for k, v in zip(keys, row[2:], strict=True))
+            lines += textwrap.wrap(chosen, _LINE, initial_indent="  ", subsequent_indent="  ")
+    if len(curves) > len(table):
+        lines.append(f"... and {len(curves) - len(table)} more")
+    return lines
 
 
 def _scale(choice: str, values: list[float]) -> str:

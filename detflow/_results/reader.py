@@ -47,11 +47,13 @@ from detflow._core.artifacts import (
     RESULTS_FILE,
     STATE_FILE,
     RunEnd,
+    SweepState,
     TrialStatus,
     read_results_csv,
 )
 from detflow._core.errors import ConfigError, NotResultsError
 from detflow._core.schema import SearcherConfig
+from detflow._core.text import number_text
 from detflow._core.units import BatchMath, Length, Unit, parse_length
 from detflow._search.searchers import rank_key, trial_status
 
@@ -194,8 +196,10 @@ class RunDir:
 class TrialSummary:
     """One trial of a sweep: one row of ``detflow summary``.
 
-    ``metric`` is ``searcher.metric`` where the trial got furthest (the figure the searcher
-    ranks by); ``metric_rung`` is that rung, ``None`` while nothing was reported.
+    ``metric`` is ``searcher.metric`` at the end of the furthest rung the trial reported
+    (``metric_rung``, ``None`` while nothing was reported); ``best_metric`` the best
+    ``searcher.metric`` at any of its validations, which trials rank by (after the rung, as
+    :func:`~detflow._search.searchers.rank_key` says).
     """
 
     trial_id: int
@@ -248,6 +252,15 @@ class SweepDir:
     def run(self, trial: TrialSummary) -> RunDir | None:
         """The trial's run directory, if it has one yet."""
         return load_run(trial.dir) if trial.dir.is_dir() else None
+
+    def validation(self, trial: TrialSummary) -> dict[str, float]:
+        """Every metric of the trial's last recorded validation (``result.json``'s, the one
+        ``metric`` is from); empty while it has none."""
+        result = _read_json_object(trial.dir / RESULT_FILE) if trial.dir.is_dir() else None
+        found = (result or {}).get("validation")
+        if not isinstance(found, dict):
+            return {}
+        return {str(k): float(v) for k, v in found.items() if _is_number(v)}
 
 
 def load(path: Path) -> RunDir | SweepDir:
@@ -314,9 +327,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def load_sweep(path: Path) -> SweepDir:
     """Read a sweep directory, whole or still being written; trials ranked best first."""
-    state = _read_json_object(path / STATE_FILE)
-    searcher = state.get("searcher") if isinstance(state, dict) else None
-    searcher = searcher if isinstance(searcher, dict) else {}
+    try:  # a state edited by hand or damaged is refused, never shown
+        searcher = SweepState.read(path / STATE_FILE) or {}
+    except ConfigError as exc:
+        raise NotResultsError(str(exc)) from None
     settings = searcher.get("settings") if isinstance(searcher.get("settings"), dict) else {}
     assert isinstance(settings, dict)
     rung_lengths = tuple(_fraction(x) or Fraction(0) for x in settings.get("rung_lengths", []))
@@ -390,6 +404,9 @@ def _merge_state(
     keys: list[str],
 ) -> None:
     """Fill in (or make) rows from ``searcher.json``: typed hparams, metrics per rung."""
+    order = searcher.get("keys")  # the search's own order (the space's), when saved
+    if isinstance(order, list) and all(isinstance(k, str) for k in order):
+        keys[:] = [*order, *(k for k in keys if k not in order)]
     saved = searcher.get("trials")
     if not isinstance(saved, list):
         return
@@ -424,6 +441,11 @@ def _merge_state(
             )
         row["hparams"] = dict(hparams)
         row["per_rung"] = per_rung
+        if row.get("best_metric") is None and per_rung:  # not in results.csv (yet)
+            row["best_metric"] = _float(entry.get("best"))  # the searcher's
+            if row["best_metric"] is None:  # a state from before bests were saved
+                smaller = searcher.get("settings", {}).get("smaller_is_better", True)
+                row["best_metric"] = (min if smaller is not False else max)(per_rung.values())
 
 
 def _per_rung(raw: Any) -> dict[int, float]:
@@ -460,6 +482,7 @@ def _from_run_dirs(path: Path, trials: dict[int, dict[str, Any]], keys: list[str
         status = {
             RunEnd.COMPLETED.value: TrialStatus.COMPLETED,
             RunEnd.STOPPED.value: TrialStatus.STOPPED_EARLY,  # stopped before its length
+            RunEnd.REFUSED.value: TrialStatus.FAILED,  # its config was refused while it ran
         }.get(run.status, TrialStatus.RUNNING)
         metric = result.get("metric")
         trials[trial_id] = {
@@ -529,10 +552,15 @@ def _in_unit(geometry: BatchMath | None, batches: int, unit: Unit | None) -> Fra
 def _has_metric(trial: TrialSummary) -> bool:
     return (
         trial.status != TrialStatus.FAILED
-        and trial.metric is not None
-        and not math.isnan(trial.metric)
+        and _ranked_by(trial) is not None
         and trial.metric_rung is not None
     )
+
+
+def _ranked_by(trial: TrialSummary) -> float | None:
+    """The figure a trial ranks by: its best metric (its last one where no best is known)."""
+    value = trial.best_metric if trial.best_metric is not None else trial.metric
+    return None if value is None or math.isnan(value) else value
 
 
 def _rank(trial: TrialSummary, smaller_is_better: bool) -> tuple[int, int, float, int]:
@@ -540,10 +568,11 @@ def _rank(trial: TrialSummary, smaller_is_better: bool) -> tuple[int, int, float
     no metric."""
     if trial.status == TrialStatus.FAILED:
         return (2, 0, 0.0, trial.trial_id)
-    if not _has_metric(trial):
+    best = _ranked_by(trial)
+    if not _has_metric(trial) or best is None:
         return (1, 0, 0.0, trial.trial_id)
-    assert trial.metric is not None and trial.metric_rung is not None
-    return (0, *rank_key(trial.metric_rung, trial.metric, trial.trial_id, smaller_is_better))
+    assert trial.metric_rung is not None
+    return (0, *rank_key(trial.metric_rung, best, trial.trial_id, smaller_is_better))
 
 
 def _trial_dirs(path: Path) -> dict[int, Path]:
@@ -656,28 +685,19 @@ def _json_number(value: Fraction | None) -> int | float | None:
 
 
 def format_number(value: Any, digits: int = 4) -> str:
-    """A number for a table: integers whole, others to ``digits`` significant digits.
+    """A number for a table: integers whole, others to ``digits`` significant digits (the
+    sweep's lines write numbers by this same rule, :func:`detflow._core.text.number_text`).
 
     >>> format_number(Fraction(19, 32)), format_number(4), format_number(0.0280785062)
     ('0.5938', '4', '0.02808')
     >>> format_number(None), format_number("relu")
     ('', 'relu')
     """
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, Fraction):
-        if value.denominator == 1:
-            return str(value.numerator)
-        value = float(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return f"{value:.{digits}g}"
-    return str(value)
+    return number_text(value, digits)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def format_table(headers: list[str], rows: list[list[str]], indent: str = "") -> list[str]:

@@ -8,35 +8,93 @@ launcher simply returns a whole wave from :meth:`TrialLauncher.wait`.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from detflow._core.artifacts import (
-    LOCK_FILE,
     RESULTS_FILE,
     STATE_FILE,
     RunEnd,
+    SweepState,
     TrialResult,
     TrialStatus,
-    read_results_csv,
     results_header,
     results_row,
 )
-from detflow._core.errors import ConfigError, MalformedResults
-from detflow._core.files import write_atomic
-from detflow._core.text import fraction_text
+from detflow._core.errors import ConfigError
+from detflow._core.files import DirectoryLock, write_atomic
+from detflow._core.text import fraction_text, hparams_text, number_text
 from detflow._search.searchers import Job, Searcher, TrialRecord
 
-__all__ = ["SweepDriver", "SweepSummary", "TrialLauncher", "TrialOutcome"]
+__all__ = [
+    "LengthFormatter",
+    "SweepDriver",
+    "SweepInterrupted",
+    "SweepSummary",
+    "TrialLauncher",
+    "TrialOutcome",
+    "best_line",
+    "length_text",
+]
 
 log = logging.getLogger("detflow.sweep")
+
+#: How a job's target reads in the sweep's lines: its length in the searcher's unit and its
+#: hyperparameters (which may set the batch size) -> e.g. ``"41 batches (0.25 epochs)"``.
+#: The sweeper, which knows the batch geometry, gives one; see :func:`length_text`.
+LengthFormatter = Callable[[Fraction, Mapping[str, Any]], str]
+
+
+def length_text(batches: int | None, length: Fraction, unit: str) -> str:
+    """A length as the sweep's lines write it: whole batches, the searcher's unit beside them
+    (4 significant digits); the unit alone where the batches are not known.
+
+    >>> length_text(41, Fraction(1, 4), "epochs"), length_text(4, Fraction(183, 50), "batches")
+    ('41 batches (0.25 epochs)', '4 batches')
+    >>> length_text(1, Fraction(1, 3), "epochs"), length_text(None, Fraction(1), "epochs")
+    ('1 batch (0.3333 epochs)', '1 epoch')
+    """
+    given = _amount(length, unit)
+    if batches is None:
+        return given
+    counted = _amount(batches, "batches")
+    return counted if unit == "batches" else f"{counted} ({given})"
+
+
+def best_line(
+    trial_id: int,
+    hparams: Mapping[str, Any],
+    metric: str,
+    best: float | None,
+    trained: str,
+    order: Sequence[str] = (),
+) -> str:
+    """The line that names a sweep's best trial: the sweep's last lines and ``detflow
+    summary`` print this same line. ``best`` is the trial's best ``metric`` at any validation;
+    ``order`` the search's order of the keys.
+
+    >>> best_line(3, {"hyperparameters.lr": 0.118432}, "validation_loss", 0.0827512,
+    ...           "360 batches (8 epochs)")
+    'best: trial 3 (lr=0.1184), validation_loss 0.08275, trained 360 batches (8 epochs)'
+    """
+    chosen = hparams_text(hparams, order)
+    return (
+        f"best: trial {trial_id}"
+        + (f" ({chosen})" if chosen else "")
+        + f", {metric} {number_text(best)}, trained {trained}"
+    )
+
+
+def _amount(value: int | Fraction, unit: str) -> str:
+    text = number_text(value)
+    if text == "1":
+        unit = "batch" if unit == "batches" else unit.removesuffix("s")
+    return f"{text} {unit}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +104,19 @@ class TrialOutcome:
     trial_id: int
     error: str | None = None
     log: str | None = None
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep stopped on request (Ctrl-C, :meth:`SweepDriver.request_stop`) and saved its
+    state: the same command resumes it. ``stopped``: trials that checkpointed and ended
+    before their target; ``left``: trials in flight that had not ended (never started, or
+    still running where the launcher leaves them, as Slurm's does). Both start first on
+    resume, from their last checkpoint."""
+
+    def __init__(self, stopped: list[int], left: list[int]) -> None:
+        super().__init__(f"stopped trials {stopped}, left in flight {left}")
+        self.stopped = stopped
+        self.left = left
 
 
 @runtime_checkable
@@ -92,6 +163,9 @@ class SweepDriver:
         Trials running at once.
     unit:
         The searcher's length unit, for ``results.csv``.
+    length_text:
+        How a job's target reads in the log (:data:`LengthFormatter`); by default its length
+        in ``unit``.
     """
 
     def __init__(
@@ -102,6 +176,8 @@ class SweepDriver:
         overrides_for: Callable[[Job], list[str]],
         max_concurrent: int,
         unit: str,
+        *,
+        length_text: LengthFormatter | None = None,
     ) -> None:
         self.searcher = searcher
         self.launcher = launcher
@@ -109,9 +185,12 @@ class SweepDriver:
         self.overrides_for = overrides_for
         self.max_concurrent = max_concurrent
         self.unit = unit
+        self.length_text: LengthFormatter = length_text or self._plain_length
         self._running: dict[int, Job] = {}
+        self._refusal: ConfigError | None = None  # a config every trial would refuse
         self._results: dict[int, TrialResult] = {}  # result.json of each ended trial
         self._rows: dict[int, tuple[tuple[Any, ...], str]] = {}  # results.csv line per trial
+        self._stop_requested = False  # Ctrl-C: see request_stop
 
     def trial_dir(self, trial_id: int) -> Path:
         """Where trial ``trial_id`` writes its run (Hydra's ``hydra.sweep.subdir``)."""
@@ -120,13 +199,12 @@ class SweepDriver:
     def run(self) -> SweepSummary:
         """Search until the searcher is done; write state and results after every event."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.sweep_dir / LOCK_FILE, "a") as lock:  # "a": a refused resume changes nothing
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(
-                    "hydra.sweep.dir", str(self.sweep_dir), "a sweep directory no other sweep uses"
-                ) from None
+        lock = DirectoryLock.acquire(self.sweep_dir)
+        if lock is None:
+            raise ConfigError(
+                "hydra.sweep.dir", str(self.sweep_dir), "a sweep directory no other sweep uses"
+            )
+        try:
             self._load_state()
             for job in self.searcher.in_flight():
                 if self._reached(job):  # it ended before the last save: record, don't rerun
@@ -137,8 +215,12 @@ class SweepDriver:
                 self._start(job)
             self._save_state()  # what resuming recorded is on disk even if nothing is left
             while True:
+                if self._stop_requested:
+                    self._wind_down([])
                 asked: list[Job] = []
-                while len(self._running) + len(asked) < self.max_concurrent:
+                while (
+                    self._refusal is None and len(self._running) + len(asked) < self.max_concurrent
+                ):
                     new = self.searcher.ask()
                     if new is None:
                         break
@@ -149,22 +231,59 @@ class SweepDriver:
                     self._start(job)
                 if not self._running:
                     break
-                for outcome in self.launcher.wait():
+                ended = self.launcher.wait()
+                if self._stop_requested:  # Ctrl-C: these and the running trials end the sweep
+                    self._wind_down(ended)
+                for outcome in ended:
                     self._finish(outcome)
                 # A crash before this save loses nothing: the trials told since the last save
                 # are still in flight there, and on resume they end at once from their results.
                 self._save_state()
+            if self._refusal is not None:  # the running trials ended: the search ends with it
+                raise self._refusal
             return self.summary()
+        finally:
+            lock.release()
+
+    def request_stop(self) -> None:
+        """Stop the sweep: no new trial, no relaunch; :meth:`run` waits for the running trials
+        to end, saves the state and raises :class:`SweepInterrupted`. Safe in a signal
+        handler (a flag); the launcher is asked separately to stop its trials."""
+        self._stop_requested = True
+
+    def _wind_down(self, ended: list[TrialOutcome]) -> NoReturn:
+        """After a stop request: record the trials that end (a trial stopped before its
+        target stays in flight in the state, to resume from its checkpoint), wait for the
+        others while the launcher still runs any, save the state, raise."""
+        stopped: list[int] = []
+        while True:
+            for outcome in ended:
+                result = self.read_result(outcome.trial_id)
+                if outcome.error is None and result is not None and result.status is RunEnd.STOPPED:
+                    del self._running[outcome.trial_id]
+                    stopped.append(outcome.trial_id)
+                else:  # it completed (or failed) before it could stop
+                    self._finish(outcome)
+            self._save_state()
+            if not self._running:
+                break
+            ended = self.launcher.wait()
+            if not ended:  # the rest never started, or the launcher leaves them running
+                break
+        raise SweepInterrupted(sorted(stopped), sorted(self._running))
+
+    def _plain_length(self, length: Fraction, hparams: Mapping[str, Any]) -> str:
+        return length_text(None, length, self.unit)
 
     def _start(self, job: Job) -> None:
         verb = "promoting" if job.promotion else "starting"
+        chosen = hparams_text(job.hparams, self.searcher.keys)
         log.info(
-            "%s trial %d to %s %s%s",
+            "%s trial %d to %s%s",
             verb,
             job.trial_id,
-            fraction_text(job.length),
-            self.unit,
-            "".join(f" {k}={v}" for k, v in job.hparams.items()),
+            self.length_text(job.length, job.hparams),
+            f" {chosen}" if chosen else "",
         )
         self._running[job.trial_id] = job
         self.launcher.start(job.trial_id, self.overrides_for(job))
@@ -175,6 +294,12 @@ class SweepDriver:
         if result is not None:
             self._results[outcome.trial_id] = result
         error = outcome.error
+        if result is not None and result.refused is not None and self._refusal is None:
+            self._refusal = result.refused.error()  # every trial would refuse it: start no more
+            error = error or str(self._refusal)
+            log.error(
+                "trial %d refused the experiment's config: no more trials start", job.trial_id
+            )
         if error is None and result is None:
             error = "the trial ended without a result.json (did it call detflow.init().fit()?)"
         elif error is None and result is not None and _left_from_before(result, job):
@@ -188,18 +313,18 @@ class SweepDriver:
             return
         metric = result.metric if result and error is None else None
         length = result.length if result else Fraction(0)
-        self.searcher.tell(outcome.trial_id, metric, length, error=error)
+        best = result.best_metric if result and error is None else None
+        self.searcher.tell(outcome.trial_id, metric, length, error=error, best=best)
         if error is not None:
             where = f" (log: {outcome.log})" if outcome.log else ""
             log.error("trial %d failed: %s%s", outcome.trial_id, error, where)
         else:
             log.info(
-                "trial %d reached %s %s: %s=%s",
+                "trial %d reached %s: %s=%s",
                 outcome.trial_id,
-                fraction_text(length),
-                self.unit,
+                length_text(result.batches if result else None, length, self.unit),
                 self.searcher.metric,
-                metric,
+                number_text(metric),
             )
 
     def _reached(self, job: Job) -> bool:
@@ -224,35 +349,24 @@ class SweepDriver:
 
     def _load_state(self) -> None:
         path = self.sweep_dir / STATE_FILE
-        if not path.exists():
+        state = SweepState.read(path)
+        if state is None:
             return
         try:
-            state = json.loads(path.read_text())
-            self.searcher.load_state_dict(state["searcher"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.searcher.load_state_dict(state)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ConfigError(
                 str(path),
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 "the state of this same search (same searcher settings and space); "
                 "use a new hydra.sweep.dir for a different search",
             ) from None
-        results = self.sweep_dir / RESULTS_FILE
-        try:  # the next save rewrites it: refuse rather than lose a hand edit unseen
-            read_results_csv(results)
-        except MalformedResults as exc:
-            raise ConfigError(
-                str(results),
-                f"row {exc.row} {exc.text[:60]!r}: {exc.why}",
-                "rows as detflow's sweeper writes them; delete the file and the sweep "
-                "rewrites it from searcher.json",
-            ) from None
-        if not results.exists():
-            write_atomic(results, self.results_csv().encode())
+        # results.csv is a report of the state: rebuilt from it on every run, whatever it holds
+        write_atomic(self.sweep_dir / RESULTS_FILE, self.results_csv().encode())
         log.info("resuming the search in %s", self.sweep_dir)
 
     def _save_state(self) -> None:
-        state = {"version": 1, "searcher": self.searcher.state_dict()}
-        write_atomic(self.sweep_dir / STATE_FILE, json.dumps(state).encode())
+        SweepState.write(self.sweep_dir / STATE_FILE, self.searcher.state_dict())
         write_atomic(self.sweep_dir / RESULTS_FILE, self.results_csv().encode())
 
     def results_csv(self) -> str:

@@ -21,27 +21,33 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from detflow._core.artifacts import TrialStatus
 from detflow._core.errors import ConfigError
-from detflow._core.experiment import MAX_RUNGS
+from detflow._core.experiment import MAX_RUNGS, SEARCHER_ALIASES, SEARCHER_NAMES
 from detflow._core.schema import SearcherConfig
 from detflow._core.text import shown
 from detflow._search.space import Choice, Space, grid_points, sample
 
 __all__ = [
+    "MODE_BRACKETS",
+    "AdaptiveAshaSearcher",
     "AshaSearcher",
+    "Bracket",
     "GridSearcher",
     "Job",
     "RandomSearcher",
     "Searcher",
     "SingleSearcher",
     "TrialRecord",
+    "adaptive_brackets",
     "asha_rungs",
+    "bracket_concurrency",
+    "bracket_trials",
     "make_searcher",
     "rank_key",
     "trial_status",
@@ -77,7 +83,10 @@ class TrialRecord:
 
     ``status`` is one of RUNNING, PENDING (waiting below the top rung for a promotion that may
     still come), COMPLETED (finished the top rung), STOPPED_EARLY (below the top rung when the
-    search ended) and FAILED. ``rung`` is the rung of the trial's latest job.
+    search ended) and FAILED. ``rung`` is the rung of the trial's latest job. ``best_metric``
+    is the best ``searcher.metric`` at any of the trial's validations (what its best
+    checkpoint holds, ``result.json``'s ``best_metric``); ``last_metric`` the one at the end of
+    its furthest rung.
 
     Examples
     --------
@@ -105,19 +114,21 @@ class _Trial:
     metrics: dict[int, float] = field(default_factory=dict)  # rung -> metric reported there
     length_trained: Fraction = Fraction(0)
     error: str | None = None
+    best: float | None = None  # the best metric at any validation, as told
 
 
 def rank_key(
-    rung: int, metric: float, trial_id: int, smaller_is_better: bool
+    rung: int, best: float, trial_id: int, smaller_is_better: bool
 ) -> tuple[int, float, int]:
-    """How trials rank, best first: the furthest rung reported, then the metric there, then
-    the trial id. Comparing at the furthest rung keeps a short trial's metric from beating a
-    longer one's. ``detflow summary`` ranks with this same key.
+    """How trials rank, best first: the furthest rung reported, then the trial's best metric
+    (the best ``searcher.metric`` at any of its validations), then the trial id. Ranking by
+    rung first keeps a short trial's metric from beating a longer one's. The sweep's closing
+    line and ``detflow summary`` rank with this same key.
 
     >>> sorted([(0, 0.1, 0), (1, 0.5, 1)], key=lambda t: rank_key(*t, smaller_is_better=True))
     [(1, 0.5, 1), (0, 0.1, 0)]
     """
-    return (-rung, metric if smaller_is_better else -metric, trial_id)
+    return (-rung, best if smaller_is_better else -best, trial_id)
 
 
 def trial_status(*, in_flight: bool, failed: bool, top_rung: bool, done: bool) -> TrialStatus:
@@ -186,6 +197,8 @@ class Searcher(ABC):
         self.smaller_is_better = smaller_is_better
         self.max_length = _check_length(max_length)
         self.rung_lengths: tuple[Fraction, ...] = (self.max_length,)
+        #: The swept keys in search order (the space's), saved for readers of the state.
+        self.keys: tuple[str, ...] = ()
         self._trials: list[_Trial] = []
         self._in_flight: dict[int, Job] = {}  # in the order asked
 
@@ -221,6 +234,14 @@ class Searcher(ABC):
             return None
         return Job(trial_id, hparams, self.rung_lengths[0], 0, False)
 
+    def _start_rung(self, trial_id: int) -> int:
+        """The rung trial ``trial_id`` started at (its first job is not a promotion)."""
+        return 0
+
+    def warnings(self) -> list[str]:
+        """What the plan should warn of before the search starts (none by default)."""
+        return []
+
     def planned_hparams(self) -> list[dict[str, Any]]:
         """Hyperparameters of every new trial this searcher would create, in order.
 
@@ -241,7 +262,7 @@ class Searcher(ABC):
         if job.promotion:
             self._trials[job.trial_id].rung = job.rung
         else:
-            self._trials.append(_Trial(job.trial_id, dict(job.hparams)))
+            self._trials.append(_Trial(job.trial_id, dict(job.hparams), rung=job.rung))
         self._in_flight[job.trial_id] = job
         return job
 
@@ -251,11 +272,15 @@ class Searcher(ABC):
         metric: float | None,
         length: int | Fraction,
         error: str | None = None,
+        best: float | None = None,
     ) -> None:
         """Record the result of ``trial_id``'s job in flight: its metric and cumulative length.
 
-        A set ``error``, a missing metric or a nan metric marks the trial FAILED; a failed
-        trial is never promoted and counts against ``max_trials``.
+        ``metric`` is the one at the job's end (the rung's, which promotions compare);
+        ``best`` the best at any validation of the trial so far (``result.json``'s
+        ``best_metric``; ``metric`` when not given). A set ``error``, a missing metric or a
+        nan metric marks the trial FAILED; a failed trial is never promoted and counts against
+        ``max_trials``.
         """
         if trial_id not in self._in_flight:
             raise ValueError(f"trial {trial_id} has no job in flight")
@@ -270,6 +295,8 @@ class Searcher(ABC):
             trial.error = error
         elif metric is not None:
             trial.metrics[job.rung] = float(metric)
+            told = [float(m) for m in (trial.best, metric, best) if m is not None]
+            trial.best = min((m for m in told if not math.isnan(m)), key=self._score)
 
     def in_flight(self) -> list[Job]:
         """Jobs asked and not yet told, in the order asked: the ones to relaunch on resume."""
@@ -293,8 +320,7 @@ class Searcher(ABC):
         done = self.done
         records = []
         for trial in self._trials:
-            scores = [self._score(m) for m in trial.metrics.values()]
-            best = self._score(min(scores)) if scores else None
+            best = self._best_of(trial)
             last = trial.metrics[max(trial.metrics)] if trial.metrics else None
             status = self._status(trial, done)
             records.append(
@@ -311,18 +337,24 @@ class Searcher(ABC):
             )
         return records
 
-    def best(self) -> TrialRecord | None:
-        """The best trial that did not fail: furthest rung reported first, then by metric.
+    def _best_of(self, trial: _Trial) -> float | None:
+        """The trial's best metric: as told, else the best at its rungs' ends."""
+        if trial.best is not None or not trial.metrics:
+            return trial.best
+        return min(trial.metrics.values(), key=self._score)
 
-        Trials rank by :func:`rank_key`.
+    def best(self) -> TrialRecord | None:
+        """The best trial that did not fail: furthest rung reported first, then by its best
+        metric (the best at any of its validations). Trials rank by :func:`rank_key`.
         """
         candidates = [t for t in self._trials if t.metrics and t.error is None]
         if not candidates:
             return None
 
         def key(trial: _Trial) -> tuple[int, float, int]:
-            rung = max(trial.metrics)
-            return rank_key(rung, trial.metrics[rung], trial.trial_id, self.smaller_is_better)
+            best = self._best_of(trial)
+            assert best is not None  # it has metrics
+            return rank_key(max(trial.metrics), best, trial.trial_id, self.smaller_is_better)
 
         best_id = min(candidates, key=key).trial_id
         return self.trials()[best_id]
@@ -340,10 +372,12 @@ class Searcher(ABC):
                     "metrics": [[rung, m] for rung, m in sorted(t.metrics.items())],
                     "length_trained": _fraction_str(t.length_trained),
                     "error": t.error,
+                    "best": t.best,
                 }
                 for t in self._trials
             ],
             "in_flight": list(self._in_flight),
+            "keys": list(self.keys),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -364,6 +398,7 @@ class Searcher(ABC):
                 metrics={int(rung): float(m) for rung, m in t["metrics"]},
                 length_trained=Fraction(t["length_trained"]),
                 error=t["error"],
+                best=None if t.get("best") is None else float(t["best"]),  # older states: none
             )
             for t in state["trials"]
         ]
@@ -371,7 +406,8 @@ class Searcher(ABC):
         for trial_id in state["in_flight"]:
             trial = self._trials[trial_id]
             length = self.rung_lengths[trial.rung]
-            job = Job(trial_id, dict(trial.hparams), length, trial.rung, trial.rung > 0)
+            promotion = trial.rung > self._start_rung(trial_id)
+            job = Job(trial_id, dict(trial.hparams), length, trial.rung, promotion)
             self._in_flight[trial_id] = job
 
 
@@ -394,6 +430,7 @@ class SingleSearcher(Searcher):
     ) -> None:
         super().__init__(max_length, metric=metric, smaller_is_better=smaller_is_better)
         self.hparams = dict(hparams or {})
+        self.keys = tuple(self.hparams)
 
     def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
         return dict(self.hparams) if trial_id == 0 else None
@@ -422,6 +459,7 @@ class GridSearcher(Searcher):
     ) -> None:
         super().__init__(max_length, metric=metric, smaller_is_better=smaller_is_better)
         self.points = grid_points(space)
+        self.keys = tuple(space)
 
     def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
         return dict(self.points[trial_id]) if trial_id < len(self.points) else None
@@ -455,6 +493,7 @@ class RandomSearcher(Searcher):
     ) -> None:
         super().__init__(max_length, metric=metric, smaller_is_better=smaller_is_better)
         self.space = dict(space)
+        self.keys = tuple(space)
         self.max_trials = _check_count("searcher.max_trials", max_trials, 1)
         self.seed = seed
 
@@ -544,16 +583,320 @@ class AshaSearcher(RandomSearcher):
         self.rung_lengths = asha_rungs(self.max_length, divisor, max_rungs, steps_of)
 
     def _promotion(self) -> int | None:
-        for rung in range(len(self.rung_lengths) - 2, -1, -1):
-            reported = [t for t in self._trials if rung in t.metrics]
-            reported.sort(key=lambda t: (self._score(t.metrics[rung]), t.trial_id))
-            for trial in reported[: len(reported) // self.divisor]:
-                if trial.rung == rung and trial.error is None:
-                    return trial.trial_id
-        return None
+        return _promotable(self._trials, range(len(self.rung_lengths) - 2, -1, -1), self)
+
+    def warnings(self) -> list[str]:
+        """A warning when ``max_trials`` is too few for any trial to reach the top rung.
+
+        >>> AshaSearcher({}, max_length=256, max_trials=16, divisor=4, max_rungs=5).warnings()
+        ['16 trials, divisor 4: rung 4 needs 256; nothing will train to max_length']
+        """
+        top = len(self.rung_lengths) - 1
+        needed = self.divisor**top
+        if self.max_trials >= needed:
+            return []
+        return [
+            f"{self.max_trials} trials, divisor {self.divisor}: rung {top} needs {needed}; "
+            "nothing will train to max_length"
+        ]
 
     def _settings(self) -> dict[str, Any]:
         return {**super()._settings(), "divisor": self.divisor}
+
+
+def _promotable(
+    trials: Sequence[_Trial], rungs: Iterable[int], searcher: AshaSearcher
+) -> int | None:
+    """ASHA's promotion: from the first of ``rungs`` on, a trial among the top
+    ``floor(n / divisor)`` of the ``n`` results at its rung, not yet promoted, not failed."""
+    for rung in rungs:
+        reported = [t for t in trials if rung in t.metrics]
+        reported.sort(key=lambda t: (searcher._score(t.metrics[rung]), t.trial_id))
+        for trial in reported[: len(reported) // searcher.divisor]:
+            if trial.rung == rung and trial.error is None:
+                return trial.trial_id
+    return None
+
+
+#: ``searcher.mode`` -> the rung counts of adaptive_asha's brackets, from ``max_rungs``.
+MODE_BRACKETS: dict[str, Callable[[int], list[int]]] = {
+    "aggressive": lambda rungs: [rungs],
+    "standard": lambda rungs: list(range((rungs - 1) // 2 + 1, rungs + 1)),
+    "conservative": lambda rungs: list(range(1, rungs + 1)),
+}
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """One of adaptive_asha's brackets: an ASHA of ``rungs`` rungs over ``max_trials``
+    trials, at most ``max_concurrent_trials`` of them running at once.
+
+    >>> Bracket(rungs=3, max_trials=12, max_concurrent_trials=1)
+    Bracket(rungs=3, max_trials=12, max_concurrent_trials=1)
+    """
+
+    rungs: int
+    max_trials: int
+    max_concurrent_trials: int
+
+
+def _floor_log(value: int, base: int) -> int:
+    """The largest ``k`` with ``base**k <= value`` (``value >= 1``), in exact integers."""
+    k = 0
+    while base ** (k + 1) <= value:
+        k += 1
+    return k
+
+
+def adaptive_brackets(
+    max_length: int | Fraction,
+    max_trials: int,
+    *,
+    mode: str = _DEFAULTS.mode,
+    divisor: int = _DEFAULTS.divisor,
+    max_rungs: int = _DEFAULTS.max_rungs,
+    bracket_rungs: Sequence[int] = (),
+    max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
+) -> tuple[Bracket, ...]:
+    """adaptive_asha's brackets as Determined's ``adaptive_asha.go`` made them.
+
+    Without ``bracket_rungs``, ``max_rungs`` is first capped so that the top rung can hold a
+    trial (``1 + floor(log_divisor(max_length))`` and ``1 + floor(log_divisor(max_trials))``,
+    in exact integers where Determined used floating point), then ``mode`` gives the rung
+    counts: aggressive one bracket of ``max_rungs``; standard ``(max_rungs - 1) // 2 + 1`` to
+    ``max_rungs``; conservative 1 to ``max_rungs``. Brackets come most rungs first (most
+    early stopping). ``max_trials`` is split so each bracket gets about the same training
+    budget (weight ``divisor**(rungs-1) / rungs``; each at least 1 trial, so more brackets
+    than ``max_trials`` start more trials than it says; the remainder to the first), and
+    ``max_concurrent_trials`` evenly (at least 1 each, the remainder to the first brackets;
+    0: ``max(last bracket's trials, divisor)`` each). The sweep still runs at most
+    ``max_concurrent_trials`` at once in all.
+
+    Examples
+    --------
+    Determined's defaults (16 trials, 5 rungs, divisor 4, standard): the cap leaves 3 rungs.
+
+    >>> adaptive_brackets(937, 16, max_concurrent_trials=2)
+    (Bracket(rungs=3, max_trials=12, max_concurrent_trials=1), \
+Bracket(rungs=2, max_trials=4, max_concurrent_trials=1))
+    >>> [b.max_trials for b in adaptive_brackets(10**6, 100, bracket_rungs=[2, 4, 3])]
+    [70, 22, 8]
+    """
+    if mode not in MODE_BRACKETS:
+        raise ConfigError("searcher.mode", shown(mode), f"one of {', '.join(MODE_BRACKETS)}")
+    _check_count("searcher.max_trials", max_trials, 1)
+    _check_count("searcher.divisor", divisor, 2)
+    _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
+    _check_count("searcher.max_concurrent_trials", max_concurrent_trials, 0)
+    for rungs in bracket_rungs:
+        _check_count("searcher.bracket_rungs", rungs, 1, MAX_RUNGS)
+    if bracket_rungs:
+        counts = list(bracket_rungs)
+    else:
+        units = max(1, math.floor(Fraction(max_length)))
+        capped = min(max_rungs, _floor_log(units, divisor) + 1, _floor_log(max_trials, divisor) + 1)
+        counts = MODE_BRACKETS[mode](capped)
+    counts.sort(reverse=True)
+    trials = bracket_trials(max_trials, divisor, counts)
+    concurrent = bracket_concurrency(max_concurrent_trials, divisor, trials)
+    return tuple(
+        Bracket(rungs, t, c) for rungs, t, c in zip(counts, trials, concurrent, strict=True)
+    )
+
+
+def bracket_trials(max_trials: int, divisor: int, rungs: Sequence[int]) -> list[int]:
+    """``max_trials`` split over brackets of ``rungs`` rungs so that each gets about the same
+    training budget: weight ``divisor**(r-1) / r``, at least 1 each, the remainder to the
+    first (Determined's ``getBracketMaxTrials``, in exact fractions).
+
+    >>> bracket_trials(20, 3, [3, 2, 1]), bracket_trials(50, 4, [3, 2])
+    ([12, 5, 3], [37, 13])
+    """
+    weights = [Fraction(divisor ** (r - 1), r) for r in rungs]
+    total = sum(weights)
+    trials = [max(math.floor(w / total * max_trials), 1) for w in weights]
+    trials[0] += max(max_trials - sum(trials), 0)
+    return trials
+
+
+def bracket_concurrency(
+    max_concurrent_trials: int, divisor: int, trials: Sequence[int]
+) -> list[int]:
+    """``max_concurrent_trials`` split evenly over the brackets, at least 1 each, the
+    remainder to the first; 0 gives each ``max(last bracket's trials, divisor)``
+    (Determined's ``getBracketMaxConcurrentTrials``).
+
+    >>> bracket_concurrency(11, 3, [9, 3, 1]), bracket_concurrency(0, 4, [40, 10])
+    ([4, 4, 3], [10, 10])
+    """
+    n = len(trials)
+    if max_concurrent_trials == 0:
+        return [max(trials[-1], divisor)] * n
+    at_once = max(max_concurrent_trials, n)
+    return [at_once // n + (1 if i < at_once % n else 0) for i in range(n)]
+
+
+class AdaptiveAshaSearcher(AshaSearcher):
+    """Determined's ``adaptive_asha``: several promotion-based ASHA brackets at once.
+
+    The brackets (:func:`adaptive_brackets`) differ in how early they stop: the first has
+    the most rungs, the last the fewest, so some trials always train to ``max_length``.
+    Rung lengths are :func:`asha_rungs`' for each bracket's rung count; a bracket of ``r``
+    rungs uses the top ``r`` (after merging) of the ladder of the bracket with the most, so
+    ``rung`` indexes one ladder for every trial (:attr:`rung_lengths`) and ranking by the
+    furthest rung compares lengths. Each bracket promotes as :class:`AshaSearcher` does,
+    among its own trials, and starts new trials while it has fewer than its ``max_trials``
+    and fewer than its ``max_concurrent_trials`` running; of the brackets that can start a
+    job, the least busy goes first (running / its limit, then trials started / its
+    ``max_trials``, then bracket order). Trial ``i`` is drawn from ``Random(f"{seed}:{i}")``
+    whatever its bracket.
+
+    Examples
+    --------
+    >>> searcher = AdaptiveAshaSearcher({}, max_length=16, max_trials=8, divisor=4,
+    ...                                 max_rungs=2, max_concurrent_trials=2)
+    >>> [(b.rungs, b.max_trials) for b in searcher.brackets], searcher.rung_lengths
+    ([(2, 6), (1, 2)], (Fraction(4, 1), Fraction(16, 1)))
+    >>> [(job.trial_id, job.rung, job.length) for job in (searcher.ask(), searcher.ask())]
+    [(0, 0, Fraction(4, 1)), (1, 1, Fraction(16, 1))]
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        max_length: int | Fraction,
+        max_trials: int,
+        *,
+        mode: str = _DEFAULTS.mode,
+        divisor: int = _DEFAULTS.divisor,
+        max_rungs: int = _DEFAULTS.max_rungs,
+        bracket_rungs: Sequence[int] = (),
+        max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
+        seed: int = 0,
+        metric: str = _DEFAULTS.metric,
+        smaller_is_better: bool = True,
+        steps_of: Callable[[Fraction], int] | None = None,
+    ) -> None:
+        self.brackets = adaptive_brackets(
+            max_length,
+            max_trials,
+            mode=mode,
+            divisor=divisor,
+            max_rungs=max_rungs,
+            bracket_rungs=bracket_rungs,
+            max_concurrent_trials=max_concurrent_trials,
+        )
+        total = sum(b.max_trials for b in self.brackets)
+        super().__init__(
+            space,
+            max_length,
+            total,
+            divisor=divisor,
+            max_rungs=self.brackets[0].rungs,
+            seed=seed,
+            metric=metric,
+            smaller_is_better=smaller_is_better,
+            steps_of=steps_of,
+        )
+        self.mode = mode
+        ladder = self.rung_lengths
+        #: Where each bracket's rungs start on :attr:`rung_lengths`.
+        self.bracket_starts: tuple[int, ...] = tuple(
+            len(ladder) - len(asha_rungs(self.max_length, divisor, b.rungs, steps_of))
+            for b in self.brackets
+        )
+        self._bracket_of: list[int] = []  # trial id -> bracket index
+        self._chosen = 0  # the bracket of the new trial _next_job last proposed
+
+    def bracket_rung_lengths(self, bracket: int) -> tuple[Fraction, ...]:
+        """The rung lengths of ``bracket``, shortest first (a suffix of :attr:`rung_lengths`)."""
+        return self.rung_lengths[self.bracket_starts[bracket] :]
+
+    def _start_rung(self, trial_id: int) -> int:
+        return self.bracket_starts[self._bracket_of[trial_id]]
+
+    def _next_job(self) -> Job | None:
+        running = [0] * len(self.brackets)
+        started = [0] * len(self.brackets)
+        for trial_id in self._in_flight:
+            running[self._bracket_of[trial_id]] += 1
+        for bracket in self._bracket_of:
+            started[bracket] += 1
+        order = sorted(
+            range(len(self.brackets)),
+            key=lambda b: (
+                Fraction(running[b], self.brackets[b].max_concurrent_trials),
+                Fraction(started[b], self.brackets[b].max_trials),
+                b,
+            ),
+        )
+        for b in order:
+            if running[b] >= self.brackets[b].max_concurrent_trials:
+                continue
+            mine = [t for t in self._trials if self._bracket_of[t.trial_id] == b]
+            top = len(self.rung_lengths) - 1
+            promoted = _promotable(mine, range(top - 1, self.bracket_starts[b] - 1, -1), self)
+            if promoted is not None:
+                trial = self._trials[promoted]
+                rung = trial.rung + 1
+                return Job(promoted, dict(trial.hparams), self.rung_lengths[rung], rung, True)
+            if started[b] < self.brackets[b].max_trials:
+                trial_id = len(self._trials)
+                hparams = self._new_hparams(trial_id)
+                assert hparams is not None  # fewer trials than the brackets' total
+                self._chosen = b
+                start = self.bracket_starts[b]
+                return Job(trial_id, hparams, self.rung_lengths[start], start, False)
+        return None
+
+    def ask(self) -> Job | None:
+        job = super().ask()
+        if job is not None and not job.promotion:
+            self._bracket_of.append(self._chosen)
+        return job
+
+    def warnings(self) -> list[str]:
+        """A warning when no bracket has trials enough for any to reach ``max_length``.
+
+        >>> AdaptiveAshaSearcher({}, 256, 4, bracket_rungs=[4, 3]).warnings()  # doctest: +ELLIPSIS
+        ['no bracket can train a trial to max_length: ...']
+        """
+        short = []
+        for b, bracket in enumerate(self.brackets):
+            top = len(self.bracket_rung_lengths(b)) - 1
+            if bracket.max_trials >= self.divisor**top:
+                return []
+            short.append(
+                f"bracket {b + 1} has {bracket.max_trials} trials, rung {top} needs "
+                f"{self.divisor**top}"
+            )
+        return [f"no bracket can train a trial to max_length: {'; '.join(short)}"]
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            **super()._settings(),
+            "brackets": [[b.rungs, b.max_trials, b.max_concurrent_trials] for b in self.brackets],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`Searcher.state_dict` and the bracket of every trial, by trial id."""
+        return {**super().state_dict(), "brackets": list(self._bracket_of)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != _STATE_VERSION or state.get("settings") != self._settings():
+            super().load_state_dict(state)  # refuses it, naming both settings
+        brackets = state.get("brackets")
+        if not isinstance(brackets, list) or len(brackets) != len(state.get("trials") or []):
+            raise ValueError("the saved search state does not say each trial's bracket")
+        if not all(isinstance(b, int) and 0 <= b < len(self.brackets) for b in brackets):
+            raise ValueError(f"the saved search state names brackets this search lacks: {brackets}")
+        previous = self._bracket_of
+        self._bracket_of = [int(b) for b in brackets]
+        try:
+            super().load_state_dict(state)
+        except Exception:
+            self._bracket_of = previous
+            raise
 
 
 def make_searcher(
@@ -567,9 +910,14 @@ def make_searcher(
     smaller_is_better: bool,
     divisor: int = _DEFAULTS.divisor,
     max_rungs: int = _DEFAULTS.max_rungs,
+    mode: str = _DEFAULTS.mode,
+    bracket_rungs: Sequence[int] = (),
+    max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
     steps_of: Callable[[Fraction], int] | None = None,
 ) -> Searcher:
-    """Build the searcher ``name`` (single, grid, random or asha) from ``searcher.*`` settings.
+    """Build the searcher ``name`` (single, grid, random, asha or adaptive_asha) from
+    ``searcher.*`` settings; Determined's older names (``adaptive``, ``adaptive_simple``,
+    ``async_halving``) build the searcher that does what they did.
 
     ``single`` takes a space of one-value choices only (fixed hyperparameters); ``grid``
     ignores ``max_trials``. Every count is checked, whichever searcher uses it.
@@ -579,6 +927,9 @@ def make_searcher(
     >>> make_searcher("asha", space={}, max_length=16, max_trials=8, seed=0,
     ...               metric="validation_loss", smaller_is_better=True, max_rungs=3).rung_lengths
     (Fraction(1, 1), Fraction(4, 1), Fraction(16, 1))
+    >>> type(make_searcher("adaptive", space={}, max_length=16, max_trials=8, seed=0,
+    ...                    metric="loss", smaller_is_better=True)).__name__
+    'AdaptiveAshaSearcher'
     >>> make_searcher("bogus", space={}, max_length=1, max_trials=1, seed=0,
     ...               metric="loss", smaller_is_better=True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -588,6 +939,9 @@ def make_searcher(
     _check_count("searcher.max_trials", max_trials, 1)
     _check_count("searcher.divisor", divisor, 2)
     _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
+    if not isinstance(name, str):
+        raise ConfigError("searcher.name", name, f"one of {', '.join(SEARCHER_NAMES)}")
+    name = SEARCHER_ALIASES.get(name, name)
     common: dict[str, Any] = {"metric": metric, "smaller_is_better": smaller_is_better}
     if name == "single":
         for key, dim in sorted(space.items()):
@@ -611,4 +965,18 @@ def make_searcher(
             steps_of=steps_of,
             **common,
         )
-    raise ConfigError("searcher.name", shown(name), "one of single, grid, random, asha")
+    if name == "adaptive_asha":
+        return AdaptiveAshaSearcher(
+            space,
+            max_length,
+            max_trials,
+            mode=mode,
+            divisor=divisor,
+            max_rungs=max_rungs,
+            bracket_rungs=bracket_rungs,
+            max_concurrent_trials=max_concurrent_trials,
+            seed=seed,
+            steps_of=steps_of,
+            **common,
+        )
+    raise ConfigError("searcher.name", shown(name), f"one of {', '.join(SEARCHER_NAMES)}")

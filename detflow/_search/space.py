@@ -12,10 +12,19 @@ import random
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from detflow._core.determined import Hparam
 from detflow._core.errors import ConfigError
 from detflow._core.text import Verbatim
 
-__all__ = ["Choice", "Dimension", "Interval", "Space", "grid_points", "sample"]
+__all__ = [
+    "Choice",
+    "Dimension",
+    "Interval",
+    "Space",
+    "from_determined",
+    "grid_points",
+    "sample",
+]
 
 
 @dataclass(frozen=True)
@@ -150,3 +159,47 @@ def grid_points(space: Space) -> list[dict[str, Any]]:
             f"a grid of at most {MAX_GRID_POINTS} points (sample it: searcher.name=random)",
         )
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*columns)]
+
+
+def from_determined(key: str, hparam: Hparam, *, grid: bool) -> Dimension:
+    """The dimension a Determined hyperparameter (:mod:`detflow._core.determined`) spans.
+
+    ``categorical`` is a :class:`Choice` of its ``vals``. For a grid search (``grid``),
+    ``int`` / ``double`` / ``log`` are a :class:`Choice` of the ``count`` points Determined's
+    grid placed (a :class:`ConfigError` naming ``key`` without a ``count``); for every other
+    search they are an :class:`Interval` (``count`` unused, as in Determined): ``int`` whole
+    numbers in ``[minval, maxval]``, ``double`` uniform, ``log`` log-uniform over
+    ``[base**minval, base**maxval]`` (the bounds are exponents).
+
+    Examples
+    --------
+    >>> from_determined("hyperparameters.lr", Hparam("log", minval=-4, maxval=-1), grid=False)
+    Interval(low=0.0001, high=0.1, log=True, integer=False)
+    >>> from_determined("hyperparameters.n", Hparam("int", minval=1, maxval=5, count=3), grid=True)
+    Choice(values=(1, 3, 5))
+    >>> from_determined("hyperparameters.n", Hparam("int", minval=1, maxval=5), grid=False)
+    Interval(low=1, high=5, log=False, integer=True)
+    """
+    if hparam.type == "categorical":
+        return Choice(hparam.vals)
+    if grid:
+        points = hparam.grid()
+        if points is None:
+            raise ConfigError(
+                key,
+                Verbatim(hparam.describe()),
+                f"a count for a grid search (the number of points over "
+                f"[minval, maxval]), e.g. {{type: {hparam.type}, ..., count: 3}}",
+            )
+        return Choice(points)
+    if hparam.minval == hparam.maxval:
+        return Choice((hparam.midpoint(),))
+    if hparam.type == "int":
+        return Interval(hparam.minval, hparam.maxval, integer=True)
+    if hparam.type == "log":
+        low, high = sorted((hparam.base**hparam.minval, hparam.base**hparam.maxval))
+        try:
+            return Interval(low, high, log=True)
+        except ConfigError as exc:  # bounds that underflow to 0 or collapse into one float
+            raise ConfigError(key, Verbatim(hparam.describe()), exc.expected) from None
+    return Interval(float(hparam.minval), float(hparam.maxval))

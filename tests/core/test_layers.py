@@ -110,20 +110,3 @@ def test_every_error_detflow_raises_on_purpose_is_a_detflow_error_with_its_exit_
     }
     # A corrupt checkpoint is no longer a ConfigError in disguise.
     assert not issubclass(errors.CorruptCheckpoint, errors.ConfigError)
-
-
-def test_the_hydra_patch_is_checked_against_the_installed_hydra() -> None:
-    """A new Hydra release fails here until someone has read its ``run_and_report``."""
-    import inspect
-
-    import hydra
-    from hydra._internal import utils as hydra_utils
-
-    from detflow._hydra.hydra_patch import CHECKED_HYDRA_VERSIONS
-
-    major_minor = ".".join(hydra.__version__.split(".")[:2])
-    assert major_minor in CHECKED_HYDRA_VERSIONS, (
-        f"hydra {hydra.__version__}: read hydra/_internal/utils.py:run_and_report and add "
-        f"{major_minor!r} to CHECKED_HYDRA_VERSIONS"
-    )
-    assert list(inspect.signature(hydra_utils.run_and_report).parameters) == ["func"]

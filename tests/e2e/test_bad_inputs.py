@@ -110,6 +110,21 @@ def edit_searcher_state(case: Path) -> None:
     path.write_text(path.read_text().replace('"trials": [', '"trials": [7, '))
 
 
+def duplicate_searcher_trial(case: Path) -> None:
+    """A hand edit that keeps valid JSON: trial 0 listed twice (it hid trial 1 before)."""
+    path = case / "sweep" / "searcher.json"
+    state = json.loads(path.read_text())
+    state["searcher"]["trials"].append(dict(state["searcher"]["trials"][0]))
+    path.write_text(json.dumps(state))
+
+
+def bump_searcher_state_version(case: Path) -> None:
+    path = case / "sweep" / "searcher.json"
+    state = json.loads(path.read_text())
+    state["version"] = 2
+    path.write_text(json.dumps(state))
+
+
 def remove_trial_dir(case: Path) -> None:
     shutil.rmtree(case / "sweep" / "1")
 
@@ -165,9 +180,6 @@ def sweep(id: str, *args: str, needles: tuple[str, ...]) -> Case:
 def cli(id: str, *args: str, needles: tuple[str, ...], base: Base | None = None) -> Case:
     return Case(id, "cli", args, needles, base=base)
 
-
-# Hydra rewrites ``.hydra/*.yaml`` in the run directory on every start (before the task runs).
-HYDRA_RUN_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 CASES: list[Case] = [
     # -- config values -----------------------------------------------------------------------
@@ -348,18 +360,21 @@ CASES: list[Case] = [
     sweep(
         "log-choice",
         "searcher.name=random",
+        "searcher.max_trials=2",
         "hyperparameters.lr=tag(log,choice(0.1,0.2))",
         needles=("hyperparameters.lr = 'tag(log,choice(0.1,0.2))'", "only on an interval"),
     ),
     sweep(
         "log-interval-from-zero",
         "searcher.name=random",
+        "searcher.max_trials=2",
         "hyperparameters.lr=tag(log,interval(0,1))",
         needles=("hyperparameters.lr", "low > 0 for a log interval"),
     ),
     sweep(
         "space-grammar",
         "searcher.name=random",
+        "searcher.max_trials=2",
         "+searcher.space={hyperparameters.lr: 'interval(0.1'}",
         needles=("searcher.space.hyperparameters.lr", "Hydra sweep grammar"),
     ),
@@ -372,9 +387,32 @@ CASES: list[Case] = [
     sweep(
         "asha-divisor-one",
         "searcher.name=asha",
+        "searcher.max_trials=2",
         "searcher.divisor=1",
         "hyperparameters.lr=interval(0.01,0.1)",
         needles=("searcher.divisor = 1", "an integer >= 2"),
+    ),
+    sweep(
+        "random-without-max-trials",
+        "searcher.name=random",
+        "hyperparameters.lr=interval(0.01,0.1)",
+        needles=("searcher.max_trials = None", "random search starts", "no default"),
+    ),
+    sweep(
+        "unknown-searcher-key",
+        "searcher.name=grid",
+        "+searcher.max_trial=5",
+        needles=("searcher.max_trial", "did you mean searcher.max_trials?"),
+    ),
+    run(
+        "determined-key",
+        "+reproducibility.experiment_seed=42",
+        needles=("reproducibility.experiment_seed", "use seed"),
+    ),
+    run(
+        "hparam-type-mismatch",
+        "hyperparameters.global_batch_size=4.5",
+        needles=("hyperparameters.global_batch_size = 4.5", "an integer"),
     ),
     sweep(
         "random-no-trials",
@@ -527,7 +565,6 @@ CASES: list[Case] = [
         ("trial.json is corrupt", "0000000128 to resume from", "new run directory"),
         base="run",
         corrupt=truncate_trial_state,
-        may_change=HYDRA_RUN_FILES,
     ),
     Case(
         "checkpoint-state-truncated",
@@ -536,7 +573,6 @@ CASES: list[Case] = [
         ("state.json is corrupt", "0000000128 to resume from", "new run directory"),
         base="run",
         corrupt=truncate_checkpoint_state,
-        may_change=HYDRA_RUN_FILES,
     ),
     Case(
         "checkpoint-state-emptied",
@@ -545,7 +581,6 @@ CASES: list[Case] = [
         ("state.json is corrupt", "batches None, not the 128", "new run directory"),
         base="run",
         corrupt=empty_checkpoint_state,
-        may_change=HYDRA_RUN_FILES,
     ),
     Case(
         "checkpoint-state-without-counters",
@@ -554,7 +589,6 @@ CASES: list[Case] = [
         ("state.json is corrupt", "counters None are not the exact counters", "new run directory"),
         base="run",
         corrupt=drop_checkpoint_counters,
-        may_change=HYDRA_RUN_FILES,
     ),
     Case(
         "checkpoint-trial-state-not-a-dict",
@@ -563,7 +597,6 @@ CASES: list[Case] = [
         ("trial.json is corrupt", "a list, not the dict", "new run directory"),
         base="run",
         corrupt=list_trial_state,
-        may_change=HYDRA_RUN_FILES,
     ),
     Case(
         "checkpoint-pointer-garbage",
@@ -572,7 +605,6 @@ CASES: list[Case] = [
         ("latest.json is corrupt", "delete it", "new run directory"),
         base="run",
         corrupt=garbage_latest_pointer,
-        may_change=HYDRA_RUN_FILES,
     ),
     Case(
         "results-csv-garbage-row-summary",
@@ -591,18 +623,10 @@ CASES: list[Case] = [
         corrupt=garbage_results_number,
     ),
     Case(
-        "results-csv-garbage-row-resume",
-        "sweep",
-        SWEEP_ARGS,
-        ("results.csv", "garbage", "the sweep rewrites it"),
-        base="sweep",
-        corrupt=garbage_results_row,
-    ),
-    Case(
         "searcher-state-truncated-resume",
         "sweep",
         SWEEP_ARGS,
-        ("searcher.json", "the state of this same search"),
+        ("searcher.json", "edited or damaged", "new hydra.sweep.dir"),
         base="sweep",
         corrupt=truncate_searcher_state,
     ),
@@ -610,9 +634,33 @@ CASES: list[Case] = [
         "searcher-state-edited-resume",
         "sweep",
         SWEEP_ARGS,
-        ("searcher.json", "the state of this same search"),
+        ("searcher.json", "checksum does not match", "edited or damaged"),
         base="sweep",
         corrupt=edit_searcher_state,
+    ),
+    Case(
+        "searcher-state-duplicated-trial-resume",
+        "sweep",
+        SWEEP_ARGS,
+        ("searcher.json", "checksum does not match", "edited or damaged"),
+        base="sweep",
+        corrupt=duplicate_searcher_trial,
+    ),
+    Case(
+        "searcher-state-duplicated-trial-summary",
+        "cli",
+        ("summary", "{sweep}"),
+        ("searcher.json", "checksum does not match"),
+        base="sweep",
+        corrupt=duplicate_searcher_trial,
+    ),
+    Case(
+        "searcher-state-unknown-version-resume",
+        "sweep",
+        SWEEP_ARGS,
+        ("searcher.json", "version 2", "version 1, the one this detflow writes"),
+        base="sweep",
+        corrupt=bump_searcher_state_version,
     ),
     Case(
         "searcher-state-other-search-resume",
@@ -625,7 +673,7 @@ CASES: list[Case] = [
         "searcher-state-truncated-summary",
         "cli",
         ("summary", "{sweep}"),
-        ("searcher.json is corrupt", "expected the JSON object"),
+        ("searcher.json", "edited or damaged"),
         base="sweep",
         corrupt=truncate_searcher_state,
     ),
@@ -684,6 +732,108 @@ CASES: list[Case] = [
         ("sweep/0/result.json is corrupt", "expected the JSON object"),
         base="sweep",
         corrupt=garbage_trial_result,
+    ),
+    # -- sbatch options detflow writes itself, in additional_parameters (-m, Slurm) ---------
+    sweep(
+        "slurm-extra-array",
+        SLURM,
+        "+hydra.launcher.additional_parameters={array:'0-1000'}",
+        needles=("additional_parameters = 'array'", "searcher.max_concurrent_trials"),
+    ),
+    sweep(
+        "slurm-extra-signal-dry-run",
+        SLURM,
+        "hydra.launcher.dry_run=true",
+        "+hydra.launcher.additional_parameters.signal='USR1@1'",
+        needles=("additional_parameters = 'signal'", "hydra.launcher.signal_delay_s"),
+    ),
+    sweep(
+        "slurm-extra-output",
+        SLURM,
+        "+hydra.launcher.additional_parameters.output=/etc/passwd",
+        needles=("additional_parameters = 'output'", "hydra.launcher.submitit_folder"),
+    ),
+    sweep(
+        "slurm-extra-error-dry-run",
+        SLURM,
+        "hydra.launcher.dry_run=true",
+        "+hydra.launcher.additional_parameters={error:/tmp/x}",
+        needles=("additional_parameters = 'error'", "hydra.launcher.submitit_folder"),
+    ),
+    sweep(
+        "slurm-extra-open-mode-underscore",
+        SLURM,
+        "+hydra.launcher.additional_parameters.open_mode=truncate",
+        needles=("additional_parameters = 'open_mode'", "--open-mode"),
+    ),
+    sweep(
+        "slurm-extra-job-name-underscore",
+        SLURM,
+        "+hydra.launcher.additional_parameters.job_name=other",
+        needles=("additional_parameters = 'job_name'", "hydra.job.name"),
+    ),
+    sweep(
+        "slurm-extra-job-name-dash-dry-run",
+        SLURM,
+        "hydra.launcher.dry_run=true",
+        "+hydra.launcher.additional_parameters={job-name:other}",
+        needles=("additional_parameters = 'job-name'", "hydra.job.name"),
+    ),
+    sweep(
+        "slurm-extra-no-requeue",
+        SLURM,
+        "+hydra.launcher.additional_parameters={no-requeue:true}",
+        needles=("additional_parameters = 'no-requeue'", "hydra.launcher.max_requeues=0"),
+    ),
+    sweep(
+        "slurm-extra-abbreviated-signal",
+        SLURM,
+        "+hydra.launcher.additional_parameters.sig='USR1@1'",
+        needles=("'sig'", "--sig abbreviates --signal", "hydra.launcher.signal_delay_s"),
+    ),
+    sweep(
+        "slurm-extra-time",
+        SLURM,
+        "+hydra.launcher.additional_parameters.time=5",
+        needles=("additional_parameters = 'time'", "hydra.launcher.time"),
+    ),
+    sweep(
+        "slurm-extra-leading-dashes-owned",
+        SLURM,
+        "+hydra.launcher.additional_parameters={--output:1}",
+        needles=("'--output'", "hydra.launcher.submitit_folder", "without leading dashes"),
+    ),
+    sweep(
+        "slurm-extra-leading-dashes",
+        SLURM,
+        "hydra.launcher.dry_run=true",
+        "+hydra.launcher.additional_parameters={--mail-type:ALL}",
+        needles=("'--mail-type'", "without leading dashes: mail-type"),
+    ),
+    sweep(
+        "slurm-extra-upper-case",
+        SLURM,
+        "+hydra.launcher.additional_parameters.J=other",
+        needles=("additional_parameters = 'J'", "lower case"),
+    ),
+    sweep(
+        "slurm-time-too-long",
+        SLURM,
+        "hydra.launcher.time=1180591620717411303424",
+        needles=("hydra.launcher.time = 1180591620717411303424", "at most 525600 (365 days)"),
+    ),
+    sweep(
+        "slurm-time-over-a-year-dry-run",
+        SLURM,
+        "hydra.launcher.dry_run=true",
+        "hydra.launcher.time=525601",
+        needles=("hydra.launcher.time = 525601", "at most 525600"),
+    ),
+    sweep(
+        "slurm-signal-delay-too-long",
+        SLURM,
+        "hydra.launcher.signal_delay_s=65536",
+        needles=("hydra.launcher.signal_delay_s = 65536", "at most 65535"),
     ),
 ]
 

@@ -51,7 +51,7 @@ from detflow._hydra.sweeper import _render
 from detflow._launch.base import private_directory
 from detflow._launch.local import LocalProcesses, _Job
 from detflow._launch.slurm import SlurmTrials, settings_from
-from detflow._launch.slurm_settings import SlurmSettings
+from detflow._launch.slurm_settings import OWNED_OPTIONS, SlurmSettings
 from tests.support import REPO, isolated_hydra
 
 README = REPO / "README.md"
@@ -461,7 +461,11 @@ def should_refuse(h: Hostile) -> bool:
     """The rule SlurmSettings and the launcher keep (the oracle for refusals)."""
     bad = any(not printable_line(v) for v in h.options.values())
     if h.extra_key is not None:
-        bad |= not re.fullmatch(r"[A-Za-z0-9_-]+", h.extra_key)
+        # An sbatch option name in lower case, not one detflow writes itself or a prefix of one
+        # (sbatch reads an unambiguous prefix as the option).
+        name = h.extra_key.replace("_", "-")
+        bad |= not re.fullmatch(r"[a-z][a-z0-9_-]*", h.extra_key)
+        bad |= any(option.startswith(name) for option in OWNED_OPTIONS)
         bad |= isinstance(h.extra_value, str) and not printable_line(h.extra_value)
     bad |= any(not a.isprintable() for a in h.srun_args)
     if h.python is not None:

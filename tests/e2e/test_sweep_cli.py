@@ -192,7 +192,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path: Pa
     for out in outputs:
         resuming: set[str] = set()
         for trial, line in _launches(out):
-            done = re.search(r"trial (\d+) reached (\S+) ", line)
+            done = re.search(r"trial (\d+) reached \d+ batch(?:es)? \((\S+) epochs?\)", line)
             again = re.search(r"resuming trial (\d+) \(rung (\d+)\)", line)
             if done:
                 reached.add((done.group(1), done.group(2)))

@@ -103,3 +103,48 @@ def _alive(pid: int) -> bool:
             return handle.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` is any process at all, a zombie included."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_a_signal_through_the_server_reaches_its_running_children(tmp_path: Path) -> None:
+    server = _server(tmp_path, "signalled_task", "def task(cfg):\n    return 0\n")
+    try:
+        children = [
+            server.start(_sleeping_job(tmp_path), dict(os.environ), tmp_path / f"{n}.log")
+            for n in range(2)
+        ]
+        time.sleep(0.3)
+        server.signal_children(signal.SIGTERM)
+        assert [child.wait() for child in children] == [-signal.SIGTERM] * 2
+    finally:
+        server.close()
+
+
+def test_a_child_ignores_sigint_and_sigusr2_until_its_job_handles_them(tmp_path: Path) -> None:
+    """Ctrl-C goes to the whole process group: a trial must not die of it, nor of a stop
+    request (SIGUSR2) that comes before its job installed the stop handler."""
+    server = _server(tmp_path, "ignoring_task", "def task(cfg):\n    return 0\n")
+    try:
+        child = server.start(_sleeping_job(tmp_path), dict(os.environ), tmp_path / "i.log")
+        time.sleep(0.3)
+        os.kill(child.pid, signal.SIGINT)
+        server.signal_children(signal.SIGUSR2)
+        time.sleep(0.3)
+        assert child.poll() is None and _alive(child.pid)
+        assert _alive(server.pid)
+    finally:
+        server.close()
+
+
+def test_killing_the_server_leaves_no_child_not_even_a_zombie(tmp_path: Path) -> None:
+    server = _server(tmp_path, "killed_server_task", "def task(cfg):\n    return 0\n")
+    child = server.start(_sleeping_job(tmp_path), dict(os.environ), tmp_path / "z.log")
+    time.sleep(0.3)
+    server.kill()
+    assert not _exists(child.pid) and not _exists(server.pid)
+    assert child.poll() == -signal.SIGKILL
+    server.close()  # a second close (or kill) is harmless

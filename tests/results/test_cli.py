@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from detflow._core.artifacts import SweepState
 from detflow._harness import tensorboard as _tensorboard
 from detflow._results.cli import main, render_rich, sweep_summary
 from detflow._results.reader import SweepDir, load
@@ -107,13 +108,21 @@ def table_rows(stdout: str) -> list[list[str]]:
 
 
 def searcher_ranking(sweep: Path) -> list[int]:
-    """The order ``searcher.best()`` implies: furthest rung reported first, then the metric."""
+    """The order ``searcher.best()`` implies: furthest rung reported first, then the trial's
+    best metric (at any validation: its run's ``best_metric``)."""
     state = json.loads((sweep / "searcher.json").read_text())["searcher"]
     keyed = []
     for trial in state["trials"]:
-        rung, metric = max(trial["metrics"])
-        keyed.append((-rung, metric, trial["trial_id"]))
+        rung, _ = max(trial["metrics"])
+        best = json.loads((sweep / str(trial["trial_id"]) / "result.json").read_text())
+        assert trial["best"] == best["best_metric"]
+        keyed.append((-rung, trial["best"], trial["trial_id"]))
     return [trial_id for _, _, trial_id in sorted(keyed)]
+
+
+def sweep_lines(log: str) -> list[str]:
+    """The sweep's own log lines (Hydra's ``[time][HYDRA] ...``), without the prefix."""
+    return [line.split("] ", 1)[1] for line in log.splitlines() if "][HYDRA] " in line]
 
 
 # -- summary ---------------------------------------------------------------------------------
@@ -134,11 +143,38 @@ def test_summary_ranks_a_sweep_best_first_as_the_searcher_does(made: Made) -> No
     ]
     rows = table_rows(done.stdout)
     assert [int(r[0]) for r in rows] == searcher_ranking(made.asha)
-    best_logged = re.search(r"best: trial (\d+),", made.asha_log)
-    assert best_logged is not None and rows[0][0] == best_logged.group(1)
     assert rows[0][1] == "COMPLETED" and rows[0][4] == "4"  # trained the full 4 epochs
     assert {r[4] for r in rows} <= {"1", "2", "4"}  # the rungs' lengths, in epochs
-    assert f"best: trial {rows[0][0]}, validation_loss" in done.stdout
+    # One meaning of best: the sweep's closing line is the summary's, word for word.
+    (logged,) = [line for line in sweep_lines(made.asha_log) if line.startswith("best: ")]
+    assert logged in lines
+    assert logged.startswith(f"best: trial {rows[0][0]} (lr={rows[0][3]}), validation_loss ")
+    assert logged.endswith(f"validation_loss {rows[0][7]}, trained {rows[0][5]} batches (4 epochs)")
+
+
+def test_sweep_lines_write_numbers_short_and_lengths_in_whole_batches(made: Made) -> None:
+    lines = sweep_lines(made.asha_log)
+    for line in lines:  # no 17-digit floats, no fraction of a batch
+        for number in re.findall(r"\d+\.\d+(?:e-?\d+)?", line):
+            assert len(number.split("e")[0].replace(".", "").lstrip("0")) <= 6, line
+    starts = [line for line in lines if re.match(r"(starting|promoting) trial", line)]
+    assert starts and all(
+        re.fullmatch(r"(starting|promoting) trial \d+ to [124] epochs? lr=[\d.e-]+", line)
+        for line in starts
+    ), starts  # the quadratic's epoch is known to the trial only: the unit alone
+    reached = [line for line in lines if re.match(r"trial \d+ reached", line)]
+    assert reached and all(
+        re.fullmatch(
+            r"trial \d+ reached (32 batches \(1 epoch\)|64 batches \(2 epochs\)"
+            r"|128 batches \(4 epochs\)): validation_loss=[\d.e-]+",
+            line,
+        )
+        for line in reached
+    ), reached
+    assert lines[0].startswith(
+        "asha search: 6 trials planned, up to 2 at once, max_length 4 epochs, "
+        "rungs at 1, 2, 4 epochs, in "
+    )
 
 
 def test_summary_puts_failed_trials_last_with_their_error(made: Made) -> None:
@@ -194,12 +230,12 @@ def test_summary_reads_a_sweep_that_is_still_running(made: Made, tmp_path: Path)
     sweep = tmp_path / "live"
     shutil.copytree(made.asha, sweep)
     (sweep / "results.csv").unlink()
-    state = json.loads((sweep / "searcher.json").read_text())
-    trials = state["searcher"]["trials"]
-    running = trials[-1]
+    state = SweepState.read(sweep / "searcher.json")  # as the sweeper would have saved it
+    assert state is not None
+    running = state["trials"][-1]
     running["metrics"], running["length_trained"] = [], "0/1"
-    state["searcher"]["in_flight"] = [running["trial_id"]]
-    (sweep / "searcher.json").write_text(json.dumps(state))
+    state["in_flight"] = [running["trial_id"]]
+    SweepState.write(sweep / "searcher.json", state)
     metrics = sweep / str(running["trial_id"]) / "metrics.jsonl"
     (metrics.parent / "result.json").unlink()
     lines = metrics.read_text().splitlines()
@@ -207,7 +243,7 @@ def test_summary_reads_a_sweep_that_is_still_running(made: Made, tmp_path: Path)
     done = detflow("summary", sweep)
     assert done.returncode == 0, done.stderr
     rows = table_rows(done.stdout)
-    assert len(rows) == len(trials)
+    assert len(rows) == len(state["trials"])
     live = next(r for r in rows if r[0] == str(running["trial_id"]))
     assert live[1] == "RUNNING" and live[-1] == str(json.loads(lines[2])["batches"])
     assert "1 running" in done.stdout.splitlines()[0]

@@ -36,3 +36,18 @@ class DelegatingLauncher(Launcher):
     def wait(self) -> Any:
         """Block until at least one started job has ended; their outcomes."""
         return self._impl.wait()
+
+    def request_stop(self) -> str | None:
+        """Ctrl-C of the sweep: start nothing more, ask running jobs to checkpoint and end
+        (or leave them running: the line that says so)."""
+        notice: str | None = self._impl.request_stop()
+        return notice
+
+    def kill(self) -> None:
+        """A second Ctrl-C: end the running jobs at once (where the launcher can)."""
+        self._impl.kill()
+
+    def left_running(self) -> list[str]:
+        """What goes on running after the sweep stopped (Slurm job ids)."""
+        left: list[str] = self._impl.left_running()
+        return left
