@@ -107,9 +107,11 @@ class Hparam:
         """The value a single run takes: Determined's grid point for ``count: 1``."""
         if self.type == "categorical":
             return self.vals[0]
+        if self.type == "int":  # exact for any size: a float would round 2**52 + 1
+            total = self.minval + self.maxval
+            half, odd = divmod(total, 2)
+            return half + (1 if odd and total > 0 else 0)
         middle = (self.minval + self.maxval) / 2
-        if self.type == "int":
-            return _round_half_away(middle)
         if self.type == "log":
             return self.base**middle
         return middle

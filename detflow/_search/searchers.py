@@ -940,7 +940,7 @@ def make_searcher(
     _check_count("searcher.divisor", divisor, 2)
     _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
     if not isinstance(name, str):
-        raise ConfigError("searcher.name", name, f"one of {', '.join(SEARCHER_NAMES)}")
+        raise ConfigError("searcher.name", shown(name), f"one of {', '.join(SEARCHER_NAMES)}")
     name = SEARCHER_ALIASES.get(name, name)
     common: dict[str, Any] = {"metric": metric, "smaller_is_better": smaller_is_better}
     if name == "single":
