@@ -1,7 +1,7 @@
 """detflow: one training script from a laptop to a Slurm GPU cluster, on top of Hydra.
 
 Python-first experiment configs, exact length units, one hyperparameter merge with
-provenance, batch-size scaling, search and launchers.
+provenance, batch-size scaling and derived values, search and launchers.
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 from detflow._core.artifacts import HparamRecord
 from detflow._core.errors import ConfigError, DetflowError, TrialError
 from detflow._core.experiment import Experiment, SearcherSettings
+from detflow._core.expr import derived
 from detflow._core.merge import HparamLayers, MergedHparams, Precedence, Source, merge_hparams
 from detflow._core.scale import ScaleRule, apply_rule, scale_factor, scaled
 from detflow._core.schema import (
+    CheckpointStorageConfig,
     ExperimentConfig,
     OptimizationsConfig,
     ResourcesConfig,
@@ -27,6 +29,7 @@ from detflow._hydra.store import register_experiment
 
 __all__ = [
     "BatchMath",
+    "CheckpointStorageConfig",
     "ConfigError",
     "DetflowError",
     "Experiment",
@@ -49,6 +52,7 @@ __all__ = [
     "TrialError",
     "Unit",
     "apply_rule",
+    "derived",
     "init",
     "load_config",
     "main",

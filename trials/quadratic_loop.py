@@ -65,6 +65,8 @@ def train(run: Run) -> FitResult:
         return sum(c * (x - 1.0) ** 2 for c, x in zip(curvature, w, strict=True))
 
     state: dict[str, Any] = run.restore() or {"w": [0.0] * dims, "grad": [0.0] * dims, "pending": 0}
+    if run.should_validate:  # perform_initial_validation: once, before the first batch
+        run.report_validation({"loss": loss(state["w"])})
     for batch in run.batches(data):
         if seconds_per_batch:
             time.sleep(seconds_per_batch)

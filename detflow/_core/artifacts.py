@@ -20,7 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from detflow._core.errors import ConfigError, MalformedResults
+from detflow._core.errors import ConfigError, MalformedFile, MalformedResults
 from detflow._core.files import LOCK_NAME, write_atomic
 from detflow._core.merge import Source
 
@@ -39,9 +39,11 @@ __all__ = [
     "HparamRecord",
     "Refusal",
     "RunEnd",
+    "SavedSweep",
     "SweepState",
     "TrialResult",
     "TrialStatus",
+    "read_metrics_file",
     "read_results_csv",
     "results_header",
     "results_row",
@@ -278,16 +280,79 @@ class HparamRecord:
         return cls(data["value"], Source(data.get("source")), expression)
 
 
+# -- metrics.jsonl: one JSON object per report, appended line by line ------------------------
+def read_metrics_file(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of a ``metrics.jsonl`` and whether its last line was cut short (a crash
+    while it was written: the only damage a run leaves, skipped). Any other line that is
+    not a JSON object (invalid UTF-8, NUL bytes, a list) is a :class:`MalformedFile` naming
+    the line.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / METRICS_FILE
+    >>> _ = p.write_text('{"kind": "train", "batches": 1}\\n{"kind": "tra')
+    >>> read_metrics_file(p)
+    ([{'kind': 'train', 'batches': 1}], True)
+    >>> _ = p.write_text('[1]\\n{"kind": "train", "batches": 1}\\n')
+    >>> read_metrics_file(p)
+    Traceback (most recent call last):
+    ...
+    detflow._core.errors.MalformedFile: ... line 1 is not as detflow writes it (a JSON list, ...
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], False
+    except OSError as exc:
+        raise MalformedFile(path, 0, exc.strerror or type(exc).__name__) from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline that ends the last record
+    records: list[dict[str, Any]] = []
+    for number, raw in enumerate(lines, start=1):
+        why = _bad_record(raw)
+        if why is None:
+            records.append(json.loads(raw))
+        elif number == len(lines) and not data.endswith(b"\n"):
+            return records, True  # a record cut short by a crash
+        else:
+            raise MalformedFile(path, number, why)
+    return records, False
+
+
+def _bad_record(raw: bytes) -> str | None:
+    if b"\x00" in raw:
+        return "NUL bytes"
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except ValueError as exc:
+        return f"not JSON: {str(exc).splitlines()[0]}"
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not an object"
+    return None
+
+
 # -- searcher.json: the search's state, which proves itself ----------------------------------
+@dataclass(frozen=True)
+class SavedSweep:
+    """What ``searcher.json`` holds: the searcher's state and the driver's own (restarts)."""
+
+    searcher: dict[str, Any]
+    driver: dict[str, Any] = field(default_factory=dict)
+
+
 class SweepState:
-    """``searcher.json``: ``{"version", "searcher", "sha256"}``. The checksum covers the
-    searcher's state, so a file edited by hand (or damaged) is refused, never read silently.
+    """``searcher.json``: ``{"version", "searcher", "driver", "sha256"}``. The checksum covers
+    the searcher's state and the driver's (each trial's restarts), so a file edited by hand
+    (or damaged) is refused, never read silently. A state without ``driver`` (written before
+    there was one) is checked over the searcher's state alone.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / STATE_FILE
-    >>> SweepState.write(path, {"trials": []})
-    >>> SweepState.read(path)
-    {'trials': []}
+    >>> SweepState.write(path, {"trials": []}, {"restarts": {"0": 1}})
+    >>> SweepState.read(path), SweepState.load(path).driver
+    ({'trials': []}, {'restarts': {'0': 1}})
     >>> _ = path.write_text(path.read_text().replace("[]", "[1]"))
     >>> SweepState.read(path)
     Traceback (most recent call last):
@@ -302,20 +367,32 @@ class SweepState:
     )
 
     @staticmethod
-    def _digest(searcher: Any) -> str:
-        text = json.dumps(searcher, sort_keys=True, separators=(",", ":"))
+    def _digest(searcher: Any, driver: Any = None) -> str:
+        covered = searcher if driver is None else {"searcher": searcher, "driver": driver}
+        text = json.dumps(covered, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @classmethod
-    def write(cls, path: Path, searcher: Mapping[str, Any]) -> None:
+    def write(
+        cls, path: Path, searcher: Mapping[str, Any], driver: Mapping[str, Any] | None = None
+    ) -> None:
         """Write the state with its version and checksum, atomically."""
-        envelope = {"version": cls.VERSION, "searcher": searcher, "sha256": cls._digest(searcher)}
+        envelope: dict[str, Any] = {"version": cls.VERSION, "searcher": searcher}
+        if driver is not None:
+            envelope["driver"] = driver
+        envelope["sha256"] = cls._digest(searcher, driver)
         write_atomic(path, json.dumps(envelope).encode())
 
     @classmethod
     def read(cls, path: Path) -> dict[str, Any] | None:
         """The searcher's state; None without a file; a :class:`ConfigError` naming the file
         when it is not one this release wrote, unchanged."""
+        saved = cls.load(path)
+        return None if saved is None else saved.searcher
+
+    @classmethod
+    def load(cls, path: Path) -> SavedSweep | None:
+        """The searcher's and the driver's state, checked as :meth:`read` checks them."""
         try:
             envelope = json.loads(path.read_bytes())
         except FileNotFoundError:
@@ -333,14 +410,17 @@ class SweepState:
                 "wrote it, or a new hydra.sweep.dir",
             )
         searcher: dict[str, Any] = envelope["searcher"]
-        if envelope.get("sha256") != cls._digest(searcher):
+        driver = envelope.get("driver")
+        if driver is not None and not isinstance(driver, dict):
+            raise ConfigError(str(path), "not a search state", cls._ADVICE)
+        if envelope.get("sha256") != cls._digest(searcher, driver):
             raise ConfigError(str(path), "its checksum does not match", cls._ADVICE)
-        return searcher
+        return SavedSweep(searcher, driver or {})
 
 
 # -- results.csv: one row per trial, written whole by the sweeper -----------------------------
 RESULTS_COLUMNS_HEAD = ("trial_id", "status", "rung")
-RESULTS_COLUMNS_TAIL = ("batches", "best_metric", "last_metric", "error", "dir")
+RESULTS_COLUMNS_TAIL = ("batches", "best_metric", "last_metric", "restarts", "error", "dir")
 
 
 def results_header(hparam_keys: Sequence[str], unit: str) -> list[str]:
@@ -415,6 +495,8 @@ def _bad_cell(row: Mapping[str, str]) -> str | None:
             continue
         if name == "batches" and not _is_count(value, signed=True):
             return f"batches {value!r} is not an integer"
+        if name == "restarts" and not _is_count(value):
+            return f"restarts {value!r} is not a count"
         if name in ("best_metric", "last_metric") and not _is_float(value):
             return f"{name} {value!r} is not a number"
         if name.startswith("length_") and not _is_fraction(value):

@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "CorruptCheckpoint",
     "DetflowError",
+    "MalformedFile",
     "MalformedResults",
     "NotResultsError",
     "SweepFailed",
@@ -116,6 +117,25 @@ class MalformedResults(NotResultsError):
 
     def __reduce__(self) -> tuple[type[MalformedResults], tuple[Path, int, str, str]]:
         return (type(self), (self.path, self.row, self.text, self.why))
+
+
+class MalformedFile(NotResultsError):
+    """A line of a file detflow writes (``metrics.jsonl``) that it did not write: one line
+    naming the file, the line number and what is wrong.
+
+    >>> print(MalformedFile(Path("r/metrics.jsonl"), 3, "a JSON list, not an object"))
+    r/metrics.jsonl line 3 is not as detflow writes it (a JSON list, not an object): ...
+    """
+
+    def __init__(self, path: Path, line: int, why: str) -> None:
+        self.path, self.line, self.why = path, line, why
+        super().__init__(
+            f"{path} line {line} is not as detflow writes it ({why}): restore it, or move the "
+            "run directory away"
+        )
+
+    def __reduce__(self) -> tuple[type[MalformedFile], tuple[Path, int, str]]:
+        return (type(self), (self.path, self.line, self.why))
 
 
 class SweepFailed(DetflowError):

@@ -6,6 +6,7 @@ one line naming the key, the bad value and what is accepted.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,11 +14,19 @@ from typing import Any
 from detflow._core.errors import ConfigError
 from detflow._core.keys import check_known_keys
 from detflow._core.merge import Precedence
-from detflow._core.schema import ExperimentConfig, SearcherConfig
+from detflow._core.schema import CheckpointStorageConfig, ExperimentConfig, SearcherConfig
 from detflow._core.text import shown
 from detflow._core.units import MAX_AMOUNT, BatchMath, Length, parse_length
 
-__all__ = ["ADAPTIVE_MODES", "SEARCHER_ALIASES", "SEARCHER_NAMES", "Experiment", "SearcherSettings"]
+__all__ = [
+    "ADAPTIVE_MODES",
+    "MAX_RESTARTS",
+    "SEARCHER_ALIASES",
+    "SEARCHER_NAMES",
+    "CheckpointPolicy",
+    "Experiment",
+    "SearcherSettings",
+]
 
 #: The largest integer any key takes (a signed 64-bit count: what NumPy, torch and Slurm hold).
 MAX_INT = MAX_AMOUNT
@@ -26,8 +35,11 @@ MAX_TRIALS = 100_000
 #: The most rungs ASHA may have: with divisor >= 2 the lowest is then max_length / 2**63,
 #: less than any count; more would only make ever-larger numbers (10**6 rungs: a hang).
 MAX_RUNGS = 64
+#: The most restarts ``max_restarts`` may allow a trial (each one is a process started again).
+MAX_RESTARTS = 1000
 _SEARCHER = SearcherConfig()  # the schema is the one table of defaults
 _EXPERIMENT = ExperimentConfig()
+_STORAGE = CheckpointStorageConfig()
 
 SEARCHER_NAMES = ("single", "grid", "random", "asha", "adaptive_asha")
 #: Determined's older searcher names -> the detflow searcher that does what they did.
@@ -59,6 +71,31 @@ class SearcherSettings:
 
 
 @dataclass(frozen=True)
+class CheckpointPolicy:
+    """``checkpoint_storage`` after validation: how many checkpoints a trial keeps, and where.
+
+    >>> CheckpointPolicy().while_training
+    (1, 1)
+    >>> CheckpointPolicy(save_trial_latest=0, save_trial_best=0).while_training
+    (1, 0)
+    """
+
+    save_trial_latest: int = _STORAGE.save_trial_latest
+    save_trial_best: int = _STORAGE.save_trial_best
+    #: keep checkpoints only in the best N trials of a sweep; None: in every trial
+    save_experiment_best: int | None = _STORAGE.save_experiment_best
+    #: an absolute directory for the checkpoints (the run directory links to them); None: the
+    #: run directory's own ``checkpoints/``
+    storage_path: str | None = _STORAGE.storage_path
+
+    @property
+    def while_training(self) -> tuple[int, int]:
+        """(latest, best) a run keeps while it may still go on: its latest always (a resume,
+        a promotion or a restart starts from it)."""
+        return max(1, self.save_trial_latest), self.save_trial_best
+
+
+@dataclass(frozen=True)
 class Experiment:
     """An experiment config whose every value has been checked.
 
@@ -86,6 +123,9 @@ class Experiment:
     scheduling_unit: int
     aggregation_frequency: int
     slots_per_trial: int
+    max_restarts: int = _EXPERIMENT.max_restarts
+    perform_initial_validation: bool = _EXPERIMENT.perform_initial_validation
+    checkpoint_storage: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     notices: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -192,8 +232,44 @@ class Experiment:
                 _EXPERIMENT.optimizations.aggregation_frequency,
             ),
             slots_per_trial=slots,
+            max_restarts=_count(cfg, "max_restarts", _EXPERIMENT.max_restarts, MAX_RESTARTS),
+            perform_initial_validation=_boolean(
+                cfg, "perform_initial_validation", _EXPERIMENT.perform_initial_validation
+            ),
+            checkpoint_storage=_checkpoint_policy(_section(cfg, "checkpoint_storage")),
             notices=tuple(notices),
         )
+
+
+def _checkpoint_policy(storage: Mapping[str, Any]) -> CheckpointPolicy:
+    """``checkpoint_storage``: counts of checkpoints to keep, and an absolute directory."""
+    best = _get(storage, "checkpoint_storage.save_experiment_best", None)
+    if best is not None:
+        best = _count(storage, "checkpoint_storage.save_experiment_best", None)
+    key = "checkpoint_storage.storage_path"
+    path = _get(storage, key, None)
+    if path is not None and (
+        not isinstance(path, str)
+        or not path.isprintable()
+        or not os.path.isabs(path)
+        or os.path.normpath(path) == os.sep
+    ):
+        raise ConfigError(
+            key,
+            shown(path),
+            "null or an absolute directory path on one line, not / (a shared file system "
+            "the trials reach, e.g. ${oc.env:SCRATCH}/checkpoints)",
+        )
+    return CheckpointPolicy(
+        save_trial_latest=_count(
+            storage, "checkpoint_storage.save_trial_latest", _STORAGE.save_trial_latest
+        ),
+        save_trial_best=_count(
+            storage, "checkpoint_storage.save_trial_best", _STORAGE.save_trial_best
+        ),
+        save_experiment_best=best,
+        storage_path=path,
+    )
 
 
 def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -275,6 +351,14 @@ def _positive(
         )
     if value > (maximum or MAX_INT):
         raise ConfigError(key, shown(value), f"an integer from {minimum} to {maximum or MAX_INT}")
+    return value
+
+
+def _count(cfg: Mapping[str, Any], key: str, default: Any, maximum: int = MAX_INT) -> int:
+    """An integer from 0 to ``maximum``."""
+    value = _get(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise ConfigError(key, shown(value), f"an integer from 0 to {maximum}")
     return value
 
 

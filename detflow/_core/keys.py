@@ -1,7 +1,8 @@
 """Keys detflow does not know: each named in one line, with the key meant or the detflow way.
 
-detflow's own sections (``searcher``, ``optimizations``, ``resources``, ...) take exactly
-the schema's keys; at the top level a key of the user's own (``trial``, ``data`` in a root
+detflow's own sections (every field of :class:`ExperimentConfig` that is a dataclass:
+``searcher``, ``optimizations``, ``resources``, ``checkpoint_storage``) take exactly the
+schema's keys; at the top level a key of the user's own (``trial``, ``data`` in a root
 config of theirs) is fine, but a near miss of a schema key (``seeds``) or a key of
 Determined's that detflow spells differently (``reproducibility``) is refused before any
 work starts.
@@ -46,10 +47,10 @@ DETERMINED_WAY: dict[str, str] = {
     "searcher.source_trial_id": "resume=true in the trial's run directory",
     "searcher.source_checkpoint_uuid": "resume=true in the trial's run directory",
     "searcher.stop_once": "searcher.name=asha (promotion-based)",
+    "checkpoint_storage.type": "checkpoint_storage.storage_path (a shared file system path)",
+    "checkpoint_storage.host_path": "checkpoint_storage.storage_path",
+    "checkpoint_storage.container_path": "checkpoint_storage.storage_path",
 }
-
-#: detflow's own sections: every key in them is the schema's.
-_SECTIONS = ("searcher", "optimizations", "resources")
 
 
 class UnknownKeys(ConfigError):
@@ -90,11 +91,18 @@ def _fields(schema: type[Any]) -> dict[str, Any]:
 
 
 def _section_schemas() -> dict[str, type[Any]]:
-    found: dict[str, type[Any]] = {}
-    for spec in dataclasses.fields(ExperimentConfig):
-        if spec.name in _SECTIONS and spec.default_factory is not dataclasses.MISSING:
-            found[spec.name] = type(spec.default_factory())
-    return found
+    """detflow's own sections, from the schema: each field of :class:`ExperimentConfig`
+    whose type is a dataclass (a new section is known here the moment the schema has it).
+
+    >>> sorted(_section_schemas())
+    ['checkpoint_storage', 'optimizations', 'resources', 'searcher']
+    """
+    hints = typing.get_type_hints(ExperimentConfig)
+    return {
+        spec.name: hints[spec.name]
+        for spec in dataclasses.fields(ExperimentConfig)
+        if isinstance(hints[spec.name], type) and dataclasses.is_dataclass(hints[spec.name])
+    }
 
 
 def check_known_keys(cfg: Mapping[str, Any]) -> None:
@@ -148,7 +156,7 @@ def boolean_keys(schema: type[Any] = ExperimentConfig, prefix: str = "") -> list
     """The schema's dotted keys that take true or false, and nothing else.
 
     >>> boolean_keys()
-    ['resume', 'searcher.smaller_is_better']
+    ['perform_initial_validation', 'resume', 'searcher.smaller_is_better']
     """
     found: list[str] = []
     hints = typing.get_type_hints(schema)

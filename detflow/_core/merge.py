@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import copy
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from detflow._core.errors import ConfigError
+from detflow._core.expr import EXPR_RESOLVER_NAME
+from detflow._core.paths import get_path, leaves
 from detflow._core.scale import RESOLVER_NAME
 
 __all__ = [
@@ -139,16 +141,16 @@ def merge_hparams(
         check_keys(layer, "")
         _merge_into(values, sources, layer, source, "")
         if source is Source.CODE:
-            code_leaves = dict(_leaves(layer, ""))
+            code_leaves = dict(leaves(layer, ""))
     replaced = []
     for key, code_value in code_leaves.items():
         path, winner = _owner(sources, key)
         if winner is None or winner is Source.CODE:
             continue
-        value = _get(values, path)
+        value = get_path(values, path)
         if value != code_value:
             replaced.append(Replacement(key, code_value, value, winner))
-    ordered_sources = {key: sources[key] for key, _ in _leaves(values, "")}
+    ordered_sources = {key: sources[key] for key, _ in leaves(values, "")}
     return MergedHparams(values, ordered_sources, tuple(replaced))
 
 
@@ -170,13 +172,13 @@ def check_types(layers: HparamLayers, merged: MergedHparams) -> None:
     """
     declared: dict[str, tuple[Source, Any]] = {}
     for source, layer in ((Source.CONFIG, layers.config), (Source.DEFAULT, layers.default)):
-        for key, value in _leaves(layer, ""):
+        for key, value in leaves(layer, ""):
             declared.setdefault(key, (source, value))
     for key, source in merged.sources.items():
         if source in _DECLARING or key not in declared:
             continue
         where, base = declared[key]
-        value = _get(merged.values, key)
+        value = get_path(merged.values, key)
         expected = _same_kind(base, value)
         if expected is not None:
             raise ConfigError(
@@ -199,6 +201,9 @@ def _same_kind(base: Any, value: Any) -> str | None:
     if isinstance(base, str) and base.startswith(f"${{{RESOLVER_NAME}:"):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return None if ok or _is_expression(value) else "a number (what it scales to)"
+    if isinstance(base, str) and base.startswith(f"${{{EXPR_RESOLVER_NAME}:"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok or _is_expression(value) else "a number (what it computes)"
     return None  # strings, other expressions, containers, None: any value may replace them
 
 
@@ -254,37 +259,11 @@ def _merge_into(
         for stale in [k for k in sources if k == path or k.startswith(path + ".")]:
             del sources[stale]
         target[key] = _plain_copy(value)
-        for leaf, _ in _leaves({key: value}, prefix):
+        for leaf, _ in leaves({key: value}, prefix):
             sources[leaf] = source
-
-
-def _leaves(mapping: Mapping[Any, Any], prefix: str) -> Iterator[tuple[str, Any]]:
-    """Dotted keys of the leaves; an empty mapping counts as a leaf."""
-    for key, value in mapping.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            yield from _leaves(value, path + ".")
-        else:
-            yield path, value
-
-
-def _get(values: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = values
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 def _plain_copy(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain_copy(v) for k, v in value.items()}
     return copy.deepcopy(value)
-
-
-def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted leaf keys of a nested mapping.
-
-    >>> flatten({"a": 1, "b": {"c": 2}})
-    {'a': 1, 'b.c': 2}
-    """
-    return dict(_leaves(values, ""))

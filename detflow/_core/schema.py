@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 __all__ = [
+    "CheckpointStorageConfig",
     "ExperimentConfig",
     "OptimizationsConfig",
     "ResourcesConfig",
@@ -56,6 +57,25 @@ class ResourcesConfig:
 
 
 @dataclass
+class CheckpointStorageConfig:
+    """``checkpoint_storage``: which checkpoints are kept, and where (Determined's keys).
+
+    While a trial trains, its latest checkpoint is always kept (a resume starts there), with
+    the ``save_trial_latest`` latest and the ``save_trial_best`` best by ``searcher.metric``.
+    Once it has ended in a sweep (no promotion or restart can come), only those are kept (0
+    and 0: none); ``save_experiment_best`` (null: keep all) then keeps checkpoints only in
+    the best N trials, ranked as the searcher ranks. ``storage_path`` (null: the run
+    directory) is a shared directory outside the run directory: checkpoints go to a stable
+    subdirectory of it, which the run directory's ``checkpoints`` links to.
+    """
+
+    save_trial_latest: int = 1
+    save_trial_best: int = 1
+    save_experiment_best: Optional[int] = None  # noqa: UP045
+    storage_path: Optional[str] = None  # noqa: UP045
+
+
+@dataclass
 class ExperimentConfig:
     """The experiment config of design section 2.
 
@@ -79,3 +99,9 @@ class ExperimentConfig:
     scheduling_unit: int = 100
     optimizations: OptimizationsConfig = field(default_factory=OptimizationsConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    #: times a trial that ended without a result (a signal, out of memory, a lost node) is
+    #: started again from its last checkpoint
+    max_restarts: int = 5
+    #: one validation before the first batch (reported at batch 0), not repeated on resume
+    perform_initial_validation: bool = False
+    checkpoint_storage: CheckpointStorageConfig = field(default_factory=CheckpointStorageConfig)

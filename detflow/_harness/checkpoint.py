@@ -2,26 +2,101 @@
 
 ``checkpoints/<batches>/`` holds ``state.json`` (counters, RNG, metric) and the trial's
 state (JSON when it can be, else ``torch.save``); ``latest.json`` and ``best.json`` point at
-the last good and the best checkpoint; every other checkpoint is removed.
+the last good and the best checkpoint. A run keeps its latest checkpoint, the
+``checkpoint_storage.save_trial_latest`` latest and the ``save_trial_best`` best; every other
+checkpoint is removed (:func:`detflow._core.checkpoints.kept`). With
+``checkpoint_storage.storage_path`` the run's ``checkpoints`` is a link to its directory
+there (:func:`checkpoint_root`).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
+import logging
 import os
 import pickle
+import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from detflow._core.errors import CorruptCheckpoint
+from detflow._core.artifacts import CHECKPOINTS_DIR
+from detflow._core.checkpoints import BEST_POINTER, LATEST_POINTER, checkpoint_metric, kept
+from detflow._core.errors import ConfigError, CorruptCheckpoint
 from detflow._core.files import fsync_dir, naming, remove_quietly, write_atomic, write_synced
 
-__all__ = ["CheckpointStore", "CorruptCheckpoint"]
+__all__ = ["CheckpointStore", "CorruptCheckpoint", "checkpoint_root"]
+
+log = logging.getLogger("detflow")
+
+
+def checkpoint_root(
+    run_dir: Path, storage_path: str | None, experiment_name: str, *, create: bool
+) -> Path:
+    """The run's checkpoints directory, ``<run_dir>/checkpoints``.
+
+    With ``storage_path`` (``checkpoint_storage.storage_path``) it is a link to
+    ``<storage_path>/<experiment name>/<run dir name>-<12 hex digits>`` (the digits from the
+    run directory's absolute path at the link's making: one directory per run, whatever the
+    directory names), made by the run that writes (``create``) when it has none. A link that
+    is there is always followed, whatever ``storage_path`` says now (a resume finds its
+    checkpoints where they are); a link whose directory this machine cannot reach is a
+    :class:`ConfigError`, never a fresh start. A ``checkpoints/`` directory of the run's own
+    stays where it is.
+
+    >>> import tempfile
+    >>> base = Path(tempfile.mkdtemp())
+    >>> root = checkpoint_root(base / "run", str(base / "scratch"), "exp", create=True)
+    >>> root.is_symlink(), root.resolve().parent == (base / "scratch" / "exp").resolve()
+    (True, True)
+    """
+    link = run_dir / CHECKPOINTS_DIR
+    if link.is_symlink():
+        if not link.is_dir():
+            raise ConfigError(
+                "checkpoint_storage.storage_path",
+                os.readlink(link),
+                f"a directory this machine reaches: {link} links there for the run's "
+                "checkpoints (mount it, then rerun)",
+            )
+        return link
+    if storage_path is None or link.exists() or not create:
+        return link
+    if os.path.commonpath([run_dir.resolve(), Path(storage_path).resolve()]) == str(
+        run_dir.resolve()
+    ):
+        raise ConfigError(
+            "checkpoint_storage.storage_path",
+            storage_path,
+            f"a directory outside the run directory {run_dir}",
+        )
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    target = Path(storage_path) / _safe(experiment_name) / f"{_safe(run_dir.name)}-{digest}"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / f".{CHECKPOINTS_DIR}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(target.absolute(), tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError as exc:
+        raise ConfigError(
+            "checkpoint_storage.storage_path",
+            storage_path,
+            f"a directory this run can write ({exc.strerror or exc}: {exc.filename or target})",
+        ) from None
+    log.info("checkpoints in %s (%s links there)", target.absolute(), link)
+    return link
+
+
+def _safe(name: str) -> str:
+    """``name`` as one path component: letters, digits, ``._-``; others become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
 
 
 @dataclass(frozen=True)
@@ -45,8 +120,15 @@ class CheckpointStore:
     {'w': [1.0]}
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, keep_latest: int = 1, keep_best: int = 1) -> None:
+        if keep_latest < 1 or keep_best < 0:
+            raise ValueError(f"keep_latest {keep_latest} < 1 or keep_best {keep_best} < 0")
         self.root = root
+        #: checkpoints kept besides pruning: the newest ``keep_latest`` (the latest always)
+        #: and the ``keep_best`` best by metric
+        self.keep_latest = keep_latest
+        self.keep_best = keep_best
+        self._metrics: dict[str, float | None] | None = None  # name -> metric, once read
 
     def save(
         self,
@@ -93,13 +175,17 @@ class CheckpointStore:
                 remove_quietly(final)  # latest still points at the previous checkpoint
             raise
         best = self._pointer("best.json")
-        if metric is not None and (
-            best is None
-            or best.get("metric") is None
-            or (metric < best["metric"] if smaller_is_better else metric > best["metric"])
+        if (
+            self.keep_best
+            and metric is not None
+            and (
+                best is None
+                or best.get("metric") is None
+                or (metric < best["metric"] if smaller_is_better else metric > best["metric"])
+            )
         ):
             write_atomic(self.root / "best.json", pointer)
-        self._prune()
+        self._prune(name, metric, smaller_is_better)
         return final
 
     def load(self) -> Loaded | None:
@@ -164,15 +250,32 @@ class CheckpointStore:
             return []
         return [p for p in self.root.iterdir() if p.is_dir() and p.name.isdigit()]
 
-    def _prune(self) -> None:
-        keep = {
-            p.get("name") for p in (self._pointer("latest.json"), self._pointer("best.json")) if p
-        }
+    def _prune(self, saved: str, metric: float | None, smaller_is_better: bool) -> None:
+        """Remove what the policy does not keep: writes cut short, and every checkpoint but
+        the latest (``latest.json``'s), the ``keep_latest`` newest and the ``keep_best`` best
+        (``best.json``'s among them)."""
+        if self._metrics is None:  # once per process: the metrics of what is there already
+            self._metrics = {p.name: checkpoint_metric(self.root, p.name) for p in self._complete()}
+        self._metrics[saved] = metric if metric is None or metric == metric else None
+        pointers = [self._pointer(LATEST_POINTER)]
+        if self.keep_best:
+            pointers.append(self._pointer(BEST_POINTER))
+        pinned = [p["name"] for p in pointers if p and isinstance(p.get("name"), str)]
+        keep = kept(
+            self._metrics,
+            latest=self.keep_latest,
+            best=self.keep_best,
+            smaller_is_better=smaller_is_better,
+            pinned=pinned,
+        )
         for path in self.root.iterdir():
             if path.name.startswith(".") and ".tmp-" in path.name:  # a write cut short
                 remove_quietly(path)
             elif path.is_dir() and path.name.isdigit() and path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
+                self._metrics.pop(path.name, None)
+        if not self.keep_best:
+            (self.root / BEST_POINTER).unlink(missing_ok=True)
 
 
 #: The globals a ``trial.pkl`` may name (everything else is refused, so unpickling it runs

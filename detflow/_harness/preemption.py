@@ -64,8 +64,11 @@ def stopped() -> bool:
 
 
 def install_stop_handler(signum: int = signal.SIGUSR2) -> None:
-    """Make ``signum`` request a stop (replacing, e.g., submitit's immediate exit)."""
+    """Make ``signum`` request a stop (replacing, e.g., submitit's immediate exit), then
+    unblock it: a Slurm job starts with it blocked (:mod:`detflow._launch.slurm`), so that one
+    sent while the job was still starting waits here, and is a stop request now."""
     signal.signal(signum, request_stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
 
 
 def interrupted() -> bool:

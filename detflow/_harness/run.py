@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from detflow._core.artifacts import CHECKPOINTS_DIR, RunEnd
+from detflow._core.artifacts import RunEnd
 from detflow._core.errors import ConfigError, TrialError
 from detflow._core.experiment import Experiment
 from detflow._core.units import Length
 from detflow._harness import preemption
-from detflow._harness.checkpoint import CheckpointStore
+from detflow._harness.checkpoint import CheckpointStore, checkpoint_root
 from detflow._harness.collective import Collective
 from detflow._harness.metrics import Window, mean_metrics
 from detflow._harness.schedule import Plan
@@ -67,8 +67,12 @@ class Run:
         self.max_length = max_length or experiment.searcher.max_length
         self._stop_requested = False
         self._restored: Restored | None = None  # what restore() read
+        self._read: Restored | None = None  # where the run starts, once read (_loaded)
+        self._initial: Window | None = None  # perform_initial_validation's, before the loop
+        self._initial_asked = time.perf_counter()  # when should_validate first said so
         self._loop: Session | None = None  # the loop over batches(), once started
         self._finished: FitResult | None = None  # how finish() ended it
+        self._checkpoints: CheckpointStore | None = None  # see _store
         #: Set by a multi-process trial (``detflow.pytorch`` over torch.distributed).
         self.collective: Collective | None = None
 
@@ -124,6 +128,8 @@ class Run:
             trial.load_state_dict(restored.state)
         session = self._open_session(plan, restored, rewind_epochs=False)
         try:
+            if session.initial_validation_due:
+                session.record_validation(_evaluate(trial), initial=True)
             self._train(trial, session)
         except BaseException:
             session.close(failing=True)
@@ -172,28 +178,32 @@ class Run:
         a, stop_now = session.schedule.aggregation_frequency, session.stop_now
         started = b = counters.batches
         stop = exhausted = False
-        for batch in batches_in:
-            metrics = train_batch(batch)
-            try:
-                loss = float(metrics["loss"])
-            except (KeyError, TypeError, ValueError):
-                raise TrialError(
-                    f"train_batch must return a mapping with a numeric 'loss', got {metrics!r}"
-                ) from None
-            if not isfinite(loss):
-                raise TrialError(f"loss is {loss} at batch {b + 1}")
-            append_row(metrics)
-            append_size(size_of(batch))
-            b += 1
-            if b % a == 0 and stop_now():  # a stop is asked for at every step
-                stop = True
-                break
-            if b >= stop_at:
-                break
-        else:
-            exhausted = True
-            if b == started and counters.batch_in_epoch == 0:
-                raise TrialError(f"training_data({counters.epochs}) yielded no batches")
+        try:  # free in Python 3.11 until something raises
+            for batch in batches_in:
+                metrics = train_batch(batch)
+                try:
+                    loss = float(metrics["loss"])
+                except (KeyError, TypeError, ValueError):
+                    raise TrialError(
+                        f"train_batch must return a mapping with a numeric 'loss', got {metrics!r}"
+                    ) from None
+                if not isfinite(loss):
+                    raise TrialError(f"loss is {loss} at batch {b + 1}")
+                append_row(metrics)
+                append_size(size_of(batch))
+                b += 1
+                if b % a == 0 and stop_now():  # a stop is asked for at every step
+                    stop = True
+                    break
+                if b >= stop_at:
+                    break
+            else:
+                exhausted = True
+                if b == started and counters.batch_in_epoch == 0:
+                    raise TrialError(f"training_data({counters.epochs}) yielded no batches")
+        except Exception:
+            session.note_failure(b + 1)  # the batch being trained (or drawn) when it raised
+            raise
         sizes = session.sizes
         records = sum(sizes[len(sizes) - (b - started) :]) if b > started else 0
         epoch_over = session.count(b, records, exhausted=exhausted, epoch_end=epoch_end)
@@ -216,7 +226,7 @@ class Run:
         True
         """
         if self._restored is None:
-            self._restored = self._load()
+            self._restored = self._loaded()
         return self._restored.state
 
     def batches(
@@ -258,17 +268,29 @@ class Run:
         epoch_data = data if callable(data) else (lambda epoch: data)
         restored = self._restored
         if restored is None:
-            restored = self._load()
+            restored = self._loaded()
             if restored.state is not None:
                 raise TrialError(
                     f"there is a checkpoint at batch {restored.counters.batches} to continue "
                     "from: call state = run.restore() before run.batches() and continue "
                     "from that state"
                 )
+        if self._initial_pending():
+            raise TrialError(
+                "perform_initial_validation is true: validate before the loop, where "
+                "run.should_validate is true (if run.should_validate: "
+                "run.report_validation(evaluate(state)), then for batch in run.batches(data))"
+            )
         measure = self.experiment.records_per_epoch is None
         plan = self._plan(_epoch_length(epoch_data(0)) if measure else None)
         session = self._open_session(plan, restored, rewind_epochs=not callable(data))
         self._loop = session
+        if self._initial is not None and session.initial_validation_due:
+            try:
+                session.record_validation(self._initial, initial=True)
+            except BaseException:
+                session.close(failing=True)
+                raise
         size_of = batch_size or records_in
         return session.loop(epoch_data, size_of)
 
@@ -283,13 +305,15 @@ class Run:
     @property
     def should_validate(self) -> bool:
         """Whether to validate now (:meth:`report_validation`): a validation period ended,
-        or the target was reached."""
+        or the target was reached; before the loop, ``perform_initial_validation`` on a fresh
+        start (not on a resume: the run made it when it started)."""
         session = self._loop
-        return (
-            session is not None
-            and session.decision.validate
-            and session.validated_at != session.counters.batches
-        )
+        if session is None:
+            due = self._initial_pending()
+            if due:
+                self._initial_asked = time.perf_counter()
+            return due
+        return session.decision.validate and session.validated_at != session.counters.batches
 
     @property
     def should_checkpoint(self) -> bool:
@@ -306,7 +330,23 @@ class Run:
         """Validation metrics at the batch count reached, named with ``validation_`` (so
         ``searcher.metric: validation_loss`` is the ``loss`` given here). ``records``: how
         many records they cover, when counted (on several slots: each slot's own, so the
-        means are weighted by them)."""
+        means are weighted by them).
+
+        Before the loop, with ``perform_initial_validation``, it reports the validation made
+        before the first batch (where :attr:`should_validate` is true: a fresh start); the
+        loop records it at batch 0.
+        """
+        if self._loop is None and self.experiment.perform_initial_validation:
+            if not self._initial_pending():
+                raise TrialError(
+                    "run.report_validation() before the loop over run.batches(data) reports "
+                    "perform_initial_validation's validation once, on a fresh start: call it "
+                    "only where run.should_validate is true"
+                )
+            seconds = time.perf_counter() - self._initial_asked
+            named = mean_metrics([metrics], [1], prefix=VALIDATION_PREFIX)
+            self._initial = Window(records, None, seconds, named)
+            return
         session = self._looping("report_validation")
         if session.decision.report:
             session.report_training()
@@ -376,13 +416,38 @@ class Run:
         if self.world_size > 1 and self.collective is None:
             raise ConfigError("resources.slots_per_trial", self.world_size, expected)
 
+    def _store(self) -> CheckpointStore:
+        """The run's checkpoints (``checkpoint_storage``'s directory and what it keeps)."""
+        if self._checkpoints is None:
+            policy = self.experiment.checkpoint_storage
+            root = checkpoint_root(
+                self.run_dir, policy.storage_path, self.experiment.name, create=self.is_chief
+            )
+            latest, best = policy.while_training
+            self._checkpoints = CheckpointStore(root, keep_latest=latest, keep_best=best)
+        return self._checkpoints
+
+    def _loaded(self) -> Restored:
+        """Where the run starts (:meth:`_load`), read once."""
+        if self._read is None:
+            self._read = self._load()
+        return self._read
+
+    def _initial_pending(self) -> bool:
+        """``perform_initial_validation`` still to report, before the loop: a fresh start."""
+        return (
+            self.experiment.perform_initial_validation
+            and self._loop is None
+            and self._initial is None
+            and self._loaded().state is None
+        )
+
     def _load(self) -> Restored:
         """Track this run for stop requests; read where it starts (its last checkpoint)."""
         preemption.register(self)
-        store = CheckpointStore(self.run_dir / CHECKPOINTS_DIR)
         resume = self.experiment.resume or _requeued()
         return load_checkpoint(
-            store, self.experiment, self.run_dir, is_chief=self.is_chief, resume=resume
+            self._store(), self.experiment, self.run_dir, is_chief=self.is_chief, resume=resume
         )
 
     def _open_session(self, plan: Plan, restored: Restored, *, rewind_epochs: bool) -> Session:
@@ -392,6 +457,7 @@ class Run:
             self.max_length,
             plan,
             restored,
+            store=self._store(),
             is_chief=self.is_chief,
             collective=self.collective,
             stop_now=self._stop_now,

@@ -12,7 +12,6 @@ the same whichever style a trial is written in.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import random
@@ -25,7 +24,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from detflow._core.artifacts import CHECKPOINTS_DIR, METRICS_FILE, Refusal, RunEnd, TrialResult
+from detflow._core.artifacts import (
+    METRICS_FILE,
+    Refusal,
+    RunEnd,
+    TrialResult,
+    read_metrics_file,
+)
 from detflow._core.errors import ConfigError, CorruptCheckpoint, TrialError
 from detflow._core.experiment import Experiment
 from detflow._core.files import write_atomic
@@ -46,7 +51,14 @@ from detflow._harness.progress import Progress, make_progress
 from detflow._harness.schedule import Decision, Plan, Schedule
 from detflow._harness.tensorboard import ScalarWriter, open_writer
 
-__all__ = ["VALIDATION_PREFIX", "FitResult", "Restored", "Session", "load_checkpoint"]
+__all__ = [
+    "VALIDATION_PREFIX",
+    "FitResult",
+    "Restored",
+    "Session",
+    "failure_batch",
+    "load_checkpoint",
+]
 
 log = logging.getLogger("detflow")
 
@@ -56,6 +68,30 @@ VALIDATION_PREFIX = "validation_"
 
 #: The decision at a batch where nothing is due.
 _NOTHING = Decision(report=False, validate=False, checkpoint=False, stop=False, at_target=False)
+
+
+@dataclass
+class _Position:
+    """Where this process's latest run is in its training: the counters of its session, and
+    the batch a failure named (``fit`` knows the batch being trained, its counters do not)."""
+
+    counters: Counters | None = None
+    failed_at: int | None = None
+
+
+_POSITION = _Position()
+
+
+def failure_batch() -> int | None:
+    """The batch count at which this process's latest run was when its code raised: the batch
+    being trained when ``fit``'s ``train_batch`` (or the data) raised, else the batches the
+    run had counted (a user's loop counts each batch as it hands it out); ``None`` when no run
+    had begun training in this process. The worker reports it, so that the sweep driver can
+    tell an error raised twice at the same batch (not retried) from one that was not.
+    """
+    if _POSITION.failed_at is not None:
+        return _POSITION.failed_at
+    return None if _POSITION.counters is None else _POSITION.counters.batches
 
 
 @dataclass(frozen=True)
@@ -132,9 +168,10 @@ def load_checkpoint(
             rng=dict(meta.get("rng") or {}),
             epoch_rng=meta.get("epoch_rng"),
         )
-    if is_chief:
+    if is_chief:  # a fresh start keeps nothing (an initial validation is made again)
+        kept_up_to = restored.counters.batches if loaded is not None else -1
         with _writing():
-            _truncate_metrics(run_dir / METRICS_FILE, restored.counters.batches)
+            _truncate_metrics(run_dir / METRICS_FILE, kept_up_to)
     if loaded is not None and is_chief:
         c = restored.counters
         log.info(
@@ -159,6 +196,8 @@ class Session:
         Its lengths in batches (see :meth:`Run.plan`).
     restored:
         Where it starts (:func:`load_checkpoint`).
+    store:
+        Its checkpoints (:class:`CheckpointStore`, with what it keeps).
     is_chief:
         Whether this process writes files and log lines (rank 0).
     collective:
@@ -179,6 +218,7 @@ class Session:
         plan: Plan,
         restored: Restored,
         *,
+        store: CheckpointStore,
         is_chief: bool,
         collective: Collective | None,
         stop_now: Callable[[], bool],
@@ -197,7 +237,7 @@ class Session:
         self.collective = collective
         self.stop_now = stop_now
         self.rewind_epochs = rewind_epochs
-        self.store = CheckpointStore(run_dir / CHECKPOINTS_DIR)
+        self.store = store
         # what the current report window holds
         self.rows: list[Mapping[str, Any]] = []
         self.sizes: list[int] = []
@@ -223,6 +263,7 @@ class Session:
         self._tensorboard: ScalarWriter | None = None
         self._bar: Progress | None = None
         self._closed = False
+        _POSITION.counters, _POSITION.failed_at = self.counters, None
 
     # -- start and end ----------------------------------------------------------------------
     def start(self) -> None:
@@ -282,6 +323,11 @@ class Session:
             with _writing():
                 self._trial_result(RunEnd.REFUSED, refusal).write(self.run_dir)
         raise error
+
+    def note_failure(self, batch: int) -> None:
+        """The trial's code raised while training ``batch`` (see :func:`failure_batch`)."""
+        if _POSITION.counters is self.counters:
+            _POSITION.failed_at = batch
 
     def stop_here(self) -> None:
         """The run stops on request at this step boundary, its checkpoint saved."""
@@ -391,13 +437,26 @@ class Session:
         self.window_records = self.window_batches = 0
         self.window_start = self.touched = time.perf_counter()
 
-    def record_validation(self, window: Window) -> None:
+    @property
+    def initial_validation_due(self) -> bool:
+        """Whether ``perform_initial_validation`` asks for a validation now: before the first
+        batch of a fresh start (a resumed run made it when it started)."""
+        return (
+            self.experiment.perform_initial_validation
+            and self.restored.state is None
+            and self.counters.batches == 0
+            and self.validated_at is None
+        )
+
+    def record_validation(self, window: Window, *, initial: bool = False) -> None:
         """Log and record a validation (its metrics named with :data:`VALIDATION_PREFIX`),
         keep the best ``searcher.metric``; a validation without that metric refuses the run
-        (:meth:`refuse`)."""
+        (:meth:`refuse`). ``initial``: ``perform_initial_validation``'s, before the first
+        batch, reported at batch 0; the untrained model's metric is no candidate for the
+        best (no checkpoint holds it)."""
         self._sync()
         window = self._global_window(window)
-        self._report("validation", "validated", window)
+        self._report("validation", "validated", window, initial=initial)
         self.validation = window.metrics
         self.validated_at = self.counters.batches
         self._handed_over()
@@ -413,7 +472,7 @@ class Session:
                 )
             )
             return
-        if _better(metric, self.best, settings.smaller_is_better):
+        if not initial and _better(metric, self.best, settings.smaller_is_better):
             self.best = metric
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -540,12 +599,16 @@ class Session:
         records = None if window.records is None else round(weights)
         return Window(records, window.batches, window.seconds, metrics)
 
-    def _report(self, kind: str, verb: str, window: Window) -> None:
+    def _report(self, kind: str, verb: str, window: Window, *, initial: bool = False) -> None:
         if not self.is_chief:
             return
         counters = self.counters
         if log.isEnabledFor(logging.INFO):
-            where = where_text(counters, self.plan.epoch_length, self.plan.target)
+            where = (
+                "batch 0, before training"
+                if initial
+                else where_text(counters, self.plan.epoch_length, self.plan.target)
+            )
             log.info(format_line(verb, window, where))
         record = {
             "kind": kind,
@@ -664,15 +727,15 @@ def _truncate_metrics(path: Path, batches: int) -> None:
     """Drop reports written after the checkpoint we resume from: they will be redone."""
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by the crash
-        if record.get("batches", 0) <= batches:
-            kept.append(line)
-    write_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
+    records, _ = read_metrics_file(path)  # a torn last line is dropped; other damage refused
+    lines = path.read_bytes().split(b"\n")[: len(records)]  # one line per record, as written
+    kept = [line for line, r in zip(lines, records, strict=True) if _batches_of(r) <= batches]
+    write_atomic(path, b"".join(line + b"\n" for line in kept))
+
+
+def _batches_of(record: Mapping[str, Any]) -> int:
+    value = record.get("batches", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _saved_counters(path: Path, meta: Mapping[str, Any]) -> Counters:

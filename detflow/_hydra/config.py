@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import GrammarParseError, MissingMandatoryValue, OmegaConfBaseException
 
 from detflow._core.artifacts import SEARCHER_KEYS_ENV, HparamRecord
 from detflow._core.determined import for_one_run
 from detflow._core.errors import ConfigError, config_error_in
 from detflow._core.experiment import Experiment
+from detflow._core.expr import EXPR_RESOLVER_NAME
 from detflow._core.keys import boolean_keys
 from detflow._core.merge import (
     HparamLayers,
@@ -28,9 +29,9 @@ from detflow._core.merge import (
     Precedence,
     check_keys,
     check_types,
-    flatten,
     merge_hparams,
 )
+from detflow._core.paths import MISSING, flatten, get_path, set_path, unflatten
 from detflow._hydra.resolvers import register_resolvers
 
 __all__ = ["HparamRecord", "LoadedConfig", "load_config"]
@@ -174,7 +175,7 @@ def _defaults_of(root: DictConfig) -> dict[str, Any]:
 def _without_equal(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Leaves of ``values`` that differ from ``defaults`` (what the config itself set)."""
     flat_defaults = flatten(defaults)
-    return _unflatten(
+    return unflatten(
         {
             k: v
             for k, v in flatten(values).items()
@@ -189,28 +190,10 @@ def _pick(values: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
         return dict(values)
     picked: dict[str, Any] = {}
     for key in keys:
-        node: Any = values
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                break
-            node = node[part]
-        else:
-            _set(picked, key, node)
+        value = get_path(values, key)
+        if value is not MISSING:
+            set_path(picked, key, value)
     return picked
-
-
-def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        target = target.setdefault(part, {})
-    target[leaf] = value
-
-
-def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        _set(out, key, value)
-    return out
 
 
 def _strip(key: str) -> str:
@@ -319,7 +302,11 @@ def _config_error(exc: OmegaConfBaseException, container: Mapping[str, Any]) -> 
         return ours.for_input_of(key)
     message = str(exc).splitlines()[0]
     inner = message.split("raised while resolving interpolation: ", 1)[-1]
-    return ConfigError(key, _raw_at(container, key), f"an expression that resolves ({inner})")
+    value = get_path(container, key, None)
+    if isinstance(exc, GrammarParseError) and f"${{{EXPR_RESOLVER_NAME}:" in str(value):
+        # OmegaConf's grammar takes no parentheses or quotes unquoted in an argument.
+        inner += f"; quote an expression with parentheses: ${{{EXPR_RESOLVER_NAME}:'...'}}"
+    return ConfigError(key, value, f"an expression that resolves ({inner})")
 
 
 def _unparsable_key(container: Mapping[str, Any], prefix: str = "") -> str | None:
@@ -338,12 +325,3 @@ def _unparsable_key(container: Mapping[str, Any], prefix: str = "") -> str | Non
             except Exception:
                 return path
     return None
-
-
-def _raw_at(container: Mapping[str, Any], key: str) -> Any:
-    node: Any = container
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node

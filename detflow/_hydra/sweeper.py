@@ -54,6 +54,7 @@ from detflow._core.determined import (
 )
 from detflow._core.errors import ConfigError, DetflowError, SweepFailed, config_error_in
 from detflow._core.experiment import Experiment
+from detflow._core.paths import has_path, set_path
 from detflow._core.text import number_text, shown
 from detflow._core.units import BatchMath, Length, Unit
 from detflow._harness import preemption
@@ -321,23 +322,13 @@ def _check_writable(parser: OverridesParser, key: str, values: Sequence[Any]) ->
             )
 
 
-def _exists(cfg: Mapping[str, Any], dotted: str) -> bool:
-    """Whether the dotted key is set in ``cfg``."""
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def _validate_points(plan: _Plan, searcher: Searcher) -> int:
     """Load every planned point's config the cheap way (no Hydra composition)."""
     points = searcher.planned_hparams()
     for trial_id, point in enumerate(points):
         cfg = copy.deepcopy(plan.base)
         for key, value in point.items():
-            _set(cfg, key, value)
+            set_path(cfg, key, value)
         try:
             load_config(
                 cfg,
@@ -350,17 +341,6 @@ def _validate_points(plan: _Plan, searcher: Searcher) -> int:
                 exc.key, exc.value, f"{exc.expected} (trial {trial_id} of the search: {point})"
             ) from None
     return len(points)
-
-
-def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = cfg
-    for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[leaf] = value
 
 
 def _make_searcher(plan: _Plan) -> Searcher:
@@ -479,7 +459,7 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
         # mapping would be merged into what is there (a Determined entry): delete, then add.
         chosen: list[str] = []
         for key, value in job.hparams.items():
-            if isinstance(value, (list, tuple, Mapping)) and _exists(plan.base, key):
+            if isinstance(value, (list, tuple, Mapping)) and has_path(plan.base, key):
                 chosen += [f"~{key}", f"+{key}={_render(value)}"]
             else:
                 chosen.append(f"++{key}={_render(value)}")
@@ -508,6 +488,8 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
         exp.searcher.max_concurrent_trials,
         unit.value,
         length_text=length_of,
+        max_restarts=exp.max_restarts,
+        checkpoints=exp.checkpoint_storage,
     )
     try:
         with _CtrlC(driver, trial_launcher):
@@ -685,13 +667,15 @@ def _rungs_text(lengths: Sequence[Fraction], unit: str, geometry: BatchMath | No
 def _print_summary(
     summary: SweepSummary, exp: Experiment, sweep_dir: Path, order: Sequence[str]
 ) -> None:
+    restarts = sum(summary.restarts.values())
     log.info(
-        "%d trials: %d completed, %d stopped early, %d failed; %d batches trained in all",
+        "%d trials: %d completed, %d stopped early, %d failed; %d batches trained in all%s",
         len(summary.trials),
         summary.count(TrialStatus.COMPLETED),
         summary.count(TrialStatus.STOPPED_EARLY),
         summary.failed,
         summary.batches_trained,
+        f"; {restarts} restart{'' if restarts == 1 else 's'} (max_restarts)" if restarts else "",
     )
     best = summary.best
     if best is not None:  # the same line as ``detflow summary``'s

@@ -325,15 +325,29 @@ class LocalProcesses(TrialProcesses["_Job"]):
             assert isinstance(value, dict)
             if path == rank0 or value.get("status") == "FAILED":
                 return value
+        # No outcome from any rank. Killed by a signal (the memory limit's SIGKILL, a kill
+        # from outside) it ended without a result, which a restart may cure; an exit status
+        # is the process's own doing (sys.exit, os._exit in the trial's code).
         code = job.processes[0].returncode if job.processes else None
         code = -1 if code is None else code
         why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        return {"status": "FAILED", "error": f"the trial process died ({why})", "value": None}
+        return {
+            "status": "FAILED",
+            "error": f"the trial process died ({why})",
+            "value": None,
+            "lost": why if code < 0 else None,
+        }
 
     def _outcome(self, job: _Job) -> TrialOutcome:
         result = self._result(job)
         log = str(self._files(job)["log"])
-        return TrialOutcome(job.trial_id, result.get("error"), log)
+        return TrialOutcome(
+            job.trial_id,
+            result.get("error"),
+            log,
+            lost=result.get("lost"),
+            raised_at=result.get("raised_at"),
+        )
 
     def _job_return(self, job: _Job) -> JobReturn:
         return job_return(self._result(job), job.overrides, job.config, job.dir)

@@ -3,7 +3,10 @@
 Jobs that start together and ask for the same resources go out as one job array. On
 ``SIGUSR2`` (Slurm's warning before a time limit or a pre-emption) the trial checkpoints
 at its next optimizer step, the job requeues itself and resumes with exact counters.
-A job that ends without a result (cancelled, node failure) is reported as failed at once.
+A job that ends without a result (a signal, the memory limit, a node failure) is reported at
+once as such: the sweep restarts the trial from its last checkpoint (``max_restarts``); a
+cancelled one fails. A ``SIGUSR2`` that comes while the job is still starting waits for the
+stop handler (:data:`BLOCKED_START`).
 A sweep stopped by Ctrl-C leaves its running jobs running (:meth:`SlurmTrials.left_running`)
 and submits nothing more.
 """
@@ -38,7 +41,7 @@ from detflow._launch.slurm_settings import SlurmSettings, check_line
 from detflow._launch.worker import job_return, run_job_outcome, write_shared_payload
 from detflow._search.driver import TrialOutcome
 
-__all__ = ["SlurmSettings", "SlurmTrials"]
+__all__ = ["BLOCKED_START", "SHELL_START", "SlurmSettings", "SlurmTrials", "job_python"]
 
 log = logging.getLogger("detflow.slurm")
 
@@ -56,6 +59,38 @@ _DEAD_STATES = (
     "DEADLINE",
     "COMPLETED",
 )
+#: Final states a job without a result is not restarted from (``max_restarts``): someone
+#: cancelled it, or its process ended by itself.
+_NOT_RESTARTED = ("CANCELLED", "COMPLETED")
+
+
+#: How a job's task starts: a shell that ignores ``SIGUSR2`` (from its first millisecond:
+#: Slurm's default action would end the task) and execs Python, which runs
+#: :data:`BLOCKED_START` first. A ``SIGUSR2`` that comes while the task is still starting
+#: (importing, unpickling: a second or more) then waits, pending, until detflow's stop handler
+#: is installed and unblocks it (:func:`detflow._harness.preemption.install_stop_handler`):
+#: the trial checkpoints at its first step and the job requeues, as for any pre-emption. One
+#: that comes in the first few milliseconds, before Python blocked it, is ignored.
+SHELL_START = 'trap "" USR2; exec "$0" "$@"'
+#: Python's first code in the job (``python -S``: no site, a few milliseconds): block
+#: ``SIGUSR2`` (blocked, a signal is kept pending, even while it is ignored), then exec the
+#: job's own Python in this same process.
+BLOCKED_START = (
+    "import os,signal,sys;signal.pthread_sigmask(signal.SIG_BLOCK,{signal.SIGUSR2});"
+    "os.execv(sys.executable,[sys.executable,*sys.argv[1:]])"
+)
+
+
+def job_python(python: str | None) -> str:
+    """The command submitit starts a job's Python with: ``python`` (``hydra.launcher.python``,
+    quoted already; this interpreter's by default) behind :data:`SHELL_START` and running
+    :data:`BLOCKED_START` first.
+
+    >>> print(job_python("/opt/py/bin/python"))  # doctest: +ELLIPSIS
+    /bin/sh -c 'trap "" USR2; exec "$0" "$@"' /opt/py/bin/python -S -c 'import os,...'
+    """
+    python = python or shlex.quote(sys.executable)
+    return f"/bin/sh -c {shlex.quote(SHELL_START)} {python} -S -c {shlex.quote(BLOCKED_START)}"
 
 
 @dataclass
@@ -209,7 +244,7 @@ class SlurmTrials(TrialProcesses["_Job"]):
         folder = self._folder()
         check_line("hydra.sweep.dir", str(folder))
         executor = submitit.SlurmExecutor(
-            folder=folder, python=self.settings.python, max_num_timeout=0
+            folder=folder, python=job_python(self.settings.python), max_num_timeout=0
         )
         executor.update_parameters(**parameters)
         return executor
@@ -268,10 +303,16 @@ class SlurmTrials(TrialProcesses["_Job"]):
             time.sleep(0.2)
         if not pickle_path.exists():
             state = job.submitted.watcher.get_state(job.submitted.job_id, mode="force")
+            ended = f"Slurm job {job.submitted.job_id} ended {state}"
+            # Without a result: a signal (one that came while the job started), the memory
+            # limit, a lost node, the time limit. A restart may cure those; not a job someone
+            # cancelled, nor one whose process exited by itself (COMPLETED).
+            final = str(state).upper().split(" ")[0] in _NOT_RESTARTED
             return {
                 "status": "FAILED",
                 "value": None,
-                "error": f"Slurm job {job.submitted.job_id} ended {state} without a result",
+                "error": f"{ended} without a result",
+                "lost": None if final else ended,
             }
         try:
             outcome = _rank0(job).result()
@@ -283,7 +324,13 @@ class SlurmTrials(TrialProcesses["_Job"]):
 
     def _outcome(self, job: _Job) -> TrialOutcome:
         result = self._result(job)
-        return TrialOutcome(job.trial_id, result.get("error"), str(_rank0(job).paths.stdout))
+        return TrialOutcome(
+            job.trial_id,
+            result.get("error"),
+            str(_rank0(job).paths.stdout),
+            lost=result.get("lost"),
+            raised_at=result.get("raised_at"),
+        )
 
     def _job_return(self, job: _Job) -> JobReturn:
         return job_return(self._result(job), job.overrides, job.config, job.dir)

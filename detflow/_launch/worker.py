@@ -18,7 +18,9 @@ from typing import Any
 import cloudpickle
 from hydra.core.utils import JobReturn, JobStatus
 
+from detflow._core.errors import DetflowError
 from detflow._harness import preemption
+from detflow._harness.session import failure_batch
 
 
 def load_shared(shared_path: Path) -> dict[str, Any]:
@@ -33,7 +35,10 @@ def run_job_outcome(shared: Path | dict[str, Any], config: Any) -> dict[str, Any
 
     ``shared`` is the path :func:`write_shared_payload` returned, or its loaded content. The
     outcome holds ``status`` (COMPLETED or FAILED), ``error`` (the exception's last line),
-    ``traceback`` and Hydra's ``job_return``.
+    ``traceback``, ``raised_at`` (for an exception of the user's code, not one of detflow's
+    own errors: the batch count where it was raised, see
+    :func:`~detflow._harness.session.failure_batch`; else ``None``) and Hydra's
+    ``job_return``.
     """
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job, setup_globals
@@ -50,7 +55,12 @@ def run_job_outcome(shared: Path | dict[str, Any], config: Any) -> dict[str, Any
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
     )
-    outcome: dict[str, Any] = {"status": "COMPLETED", "error": None, "traceback": None}
+    outcome: dict[str, Any] = {
+        "status": "COMPLETED",
+        "error": None,
+        "traceback": None,
+        "raised_at": None,
+    }
     if ret.status == JobStatus.FAILED:
         exc = ret._return_value
         text = "".join(traceback.format_exception(exc))
@@ -60,6 +70,7 @@ def run_job_outcome(shared: Path | dict[str, Any], config: Any) -> dict[str, Any
             status="FAILED",
             error=f"{type(exc).__name__}: {lines[-1]}".rstrip(": "),
             traceback=text,
+            raised_at=None if _detflows(exc) else failure_batch() or 0,
         )
         ret._return_value = RuntimeError(outcome["error"])  # the original may not pickle
     else:
@@ -69,6 +80,18 @@ def run_job_outcome(shared: Path | dict[str, Any], config: Any) -> dict[str, Any
             ret.return_value = None
     outcome["job_return"] = ret
     return outcome
+
+
+def _detflows(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is (or was caused by) one of detflow's own errors: a config error, a
+    non-finite loss, a corrupt checkpoint, a full disk: deterministic, never retried."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DetflowError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def job_return(

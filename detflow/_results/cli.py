@@ -212,7 +212,9 @@ def sweep_summary(
     lengths = [] if sweep.unit is Unit.BATCHES else [unit]  # never two columns of batches
     others = [m for m in metrics if m != sweep.metric]
     headers = ["trial", "status", *(["rung"] if rungs else []), *short.values()]
+    restarted = any(t.restarts for t in sweep.trials)
     headers += [*lengths, "batches", sweep.metric, "best", *others]
+    headers += ["restarts"] if restarted else []
     headers += ["error"] if failed else []
     rows = []
     for t in sweep.trials:
@@ -224,6 +226,8 @@ def sweep_summary(
         if others:
             validation = sweep.validation(t)
             row += [format_number(validation.get(m)) for m in others]
+        if restarted:
+            row.append(str(t.restarts))
         if failed:
             row.append(t.error or "")
         rows.append(row)
@@ -326,11 +330,11 @@ def _sweep_csv(sweep: SweepDir, metrics: Sequence[str] = ()) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     head = ["trial_id", "status", "rung", *keys, f"length_{unit}", "batches", "metric"]
-    writer.writerow([*head, "best_metric", "error", "dir", *others])
+    writer.writerow([*head, "best_metric", "restarts", "error", "dir", *others])
     for t in sweep.trials:
         cells: list[Any] = [t.trial_id, t.status, t.rung, *(t.hparams.get(k, "") for k in keys)]
         cells += [_blank(_number(t.length)), _blank(t.batches), _blank(t.metric)]
-        cells += [_blank(t.best_metric), t.error or "", str(t.dir)]
+        cells += [_blank(t.best_metric), t.restarts, t.error or "", str(t.dir)]
         validation = sweep.validation(t) if others else {}
         writer.writerow([*cells, *(_blank(validation.get(m)) for m in others)])
     return out.getvalue()

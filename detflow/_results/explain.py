@@ -16,6 +16,7 @@ from fractions import Fraction
 from typing import Any
 
 from detflow._core.errors import ConfigError
+from detflow._core.expr import ExpressionError, expression_text, parse_expression
 from detflow._core.scale import RESOLVER_NAME, ScaleRule, apply_rule, parse_rule, scale_factor
 from detflow._core.units import BatchMath, Length, Unit, parse_target
 from detflow._results.reader import (
@@ -27,7 +28,7 @@ from detflow._results.reader import (
     read_config,
 )
 
-__all__ = ["Derivation", "derivation", "explain"]
+__all__ = ["Derivation", "derivation", "explain", "expr_derivation"]
 
 _SCALE = re.compile(
     r"^\$\{\s*" + re.escape(RESOLVER_NAME) + r"\s*:\s*(?P<value>.+?)\s*,\s*(?P<rule>\w+)\s*\}$"
@@ -102,6 +103,57 @@ def derivation(hparam: Hparam, run: RunDir) -> Derivation | None:
     return Derivation(base, base_key, rule, gbs, agg, base_batch, value)
 
 
+def expr_derivation(hparam: Hparam, run: RunDir) -> str | None:
+    """A ``${df.expr:...}`` value's expression with each key's value and source beside it,
+    and a note when it does not compute to the recorded value; ``None`` for other values.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> def hp(key, value, source="config", expression=None):
+    ...     return Hparam(f"hyperparameters.{key}", value, source, expression)
+    >>> run = RunDir(Path("."), {h.key: h for h in [hp("width", 16, "override")]}, None, None)
+    >>> expr_derivation(hp("hidden", 64, "override", "${df.expr:4 * width}"), run)
+    '4 * width(16, override)'
+    """
+    text = expression_text(hparam.expression)
+    if text is None:
+        return None
+    try:
+        expression = parse_expression(text)
+    except ExpressionError:
+        return None
+    scopes = hparam.key.split(".")[:-1]
+    inputs: dict[str, Any] = {}
+    shown: dict[str, str] = {}
+    for name in expression.names:
+        for end in range(len(scopes), -1, -1):
+            full = ".".join([*scopes[:end], name])
+            hp = run.hparams.get(full)
+            if hp is not None:
+                label = name.removeprefix("hyperparameters.")
+                inputs[name], shown[name] = hp.value, f"{label}({_value(hp.value)}, {hp.source})"
+                break
+            value = run.config_value(full)
+            if value is not None and not isinstance(value, (Mapping, list)):
+                inputs[name], shown[name] = value, f"{name}({_value(value)})"
+                break
+    out, last = "", 0
+    if expression.text.isascii():  # the spans are offsets in its UTF-8 bytes
+        for start, end, name in expression.spans():
+            out += expression.text[last:start] + shown.get(name, name)
+            last = end
+    out += expression.text[last:]
+    if len(inputs) == len(expression.names):
+        try:
+            value = expression.evaluate(inputs)
+        except ExpressionError:
+            return out
+        if not _close(value, hparam.value):
+            out += f" (recomputed {_value(value)}; the run recorded {hparam.value!r})"
+    return out
+
+
 def explain(run: RunDir) -> list[str]:
     """The lines ``detflow explain RUN_DIR`` prints.
 
@@ -144,7 +196,10 @@ def _hparam_lines(run: RunDir) -> list[str]:
     for hp in run.hparams.values():
         text = f"{hp.name} = {_value(hp.value)}"
         derived = derivation(hp, run)
-        if derived is not None:
+        computed = expr_derivation(hp, run)
+        if computed is not None:
+            text += f" = {computed}"
+        elif derived is not None:
             scaled = True
             text += f" = {derived}"
             if not _close(derived.value, hp.value):

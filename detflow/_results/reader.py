@@ -49,9 +49,11 @@ from detflow._core.artifacts import (
     RunEnd,
     SweepState,
     TrialStatus,
+    read_metrics_file,
     read_results_csv,
 )
 from detflow._core.errors import ConfigError, NotResultsError
+from detflow._core.paths import get_path
 from detflow._core.schema import SearcherConfig
 from detflow._core.text import number_text
 from detflow._core.units import BatchMath, Length, Unit, parse_length
@@ -125,12 +127,8 @@ class RunDir:
         ...     "searcher.metric")
         'acc'
         """
-        node: Any = self.config or {}
-        for part in dotted.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return default
-            node = node[part]
-        return default if node is None else node
+        value = get_path(self.config or {}, dotted, None)
+        return default if value is None else value
 
     @property
     def metric_name(self) -> str:
@@ -213,6 +211,8 @@ class TrialSummary:
     best_metric: float | None
     error: str | None
     dir: Path
+    #: times the sweep restarted the trial from its last checkpoint (``max_restarts``)
+    restarts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The row as JSON-ready data (lengths as numbers, paths as strings)."""
@@ -225,6 +225,7 @@ class TrialSummary:
             "batches": self.batches,
             "metric": self.metric,
             "best_metric": self.best_metric,
+            "restarts": self.restarts,
             "error": self.error,
             "dir": str(self.dir),
         }
@@ -286,6 +287,11 @@ def load_run(path: Path) -> RunDir:
     hparams: dict[str, Hparam] = {}
     if isinstance(raw, dict):
         for key, entry in raw.items():
+            if not isinstance(entry, Mapping) or "value" not in entry:
+                raise NotResultsError(
+                    f"{path / HPARAMS_FILE} entry {str(key)!r} is not a {{value, source}} "
+                    "object as detflow writes it: restore the file, or move it away"
+                )
             if isinstance(entry, Mapping):
                 hparams[str(key)] = Hparam(
                     str(key),
@@ -302,7 +308,8 @@ def load_run(path: Path) -> RunDir:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``, skipping a line cut short by a crash.
+    """The records of a ``metrics.jsonl``, skipping a last line cut short by a crash; any
+    other line that is not a record is a :class:`MalformedFile` naming it.
 
     >>> import tempfile
     >>> p = Path(tempfile.mkdtemp()) / "metrics.jsonl"
@@ -310,27 +317,18 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     >>> read_metrics(p)
     [{'kind': 'train', 'batches': 1}]
     """
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    records = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
+    records, _ = read_metrics_file(path)
     return records
 
 
 def load_sweep(path: Path) -> SweepDir:
     """Read a sweep directory, whole or still being written; trials ranked best first."""
     try:  # a state edited by hand or damaged is refused, never shown
-        searcher = SweepState.read(path / STATE_FILE) or {}
+        saved = SweepState.load(path / STATE_FILE)
     except ConfigError as exc:
         raise NotResultsError(str(exc)) from None
+    searcher = saved.searcher if saved is not None else {}
+    driver = saved.driver if saved is not None else {}
     settings = searcher.get("settings") if isinstance(searcher.get("settings"), dict) else {}
     assert isinstance(settings, dict)
     rung_lengths = tuple(_fraction(x) or Fraction(0) for x in settings.get("rung_lengths", []))
@@ -355,10 +353,12 @@ def load_sweep(path: Path) -> SweepDir:
                 "batches": _int(row.get("batches")),
                 "best_metric": _float(row.get("best_metric")),
                 "last_metric": _float(row.get("last_metric")),
+                "restarts": _int(row.get("restarts")),  # None: a results.csv from before
                 "error": row.get("error") or None,
                 "dir": _trial_dir(path, trial_id, row.get("dir")),
             }
     _merge_state(path, trials, searcher, rung_lengths, keys)
+    _merge_restarts(trials, driver)
     for trial_id, t in trials.items():
         if (
             TrialStatus(t["status"]) in (TrialStatus.COMPLETED, TrialStatus.STOPPED_EARLY)
@@ -446,6 +446,15 @@ def _merge_state(
             if row["best_metric"] is None:  # a state from before bests were saved
                 smaller = searcher.get("settings", {}).get("smaller_is_better", True)
                 row["best_metric"] = (min if smaller is not False else max)(per_rung.values())
+
+
+def _merge_restarts(trials: dict[int, dict[str, Any]], driver: Mapping[str, Any]) -> None:
+    """Each trial's restarts: ``results.csv``'s, else the driver's state in ``searcher.json``."""
+    saved = driver.get("restarts")
+    counts = saved if isinstance(saved, dict) else {}
+    for trial_id, row in trials.items():
+        if row.get("restarts") is None:
+            row["restarts"] = _int(counts.get(str(trial_id))) or 0
 
 
 def _per_rung(raw: Any) -> dict[int, float]:
@@ -536,6 +545,7 @@ def _summary(trial_id: int, t: Mapping[str, Any], path: Path, unit: Unit | None)
         best_metric=best,
         error=t.get("error"),
         dir=trial_dir,
+        restarts=int(t.get("restarts") or 0),
     )
 
 

@@ -11,12 +11,13 @@ import csv
 import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from detflow._core.artifacts import (
+    CHECKPOINTS_DIR,
     RESULTS_FILE,
     STATE_FILE,
     RunEnd,
@@ -26,10 +27,13 @@ from detflow._core.artifacts import (
     results_header,
     results_row,
 )
+from detflow._core.checkpoints import retain
 from detflow._core.errors import ConfigError
+from detflow._core.experiment import CheckpointPolicy
 from detflow._core.files import DirectoryLock, write_atomic
+from detflow._core.schema import ExperimentConfig
 from detflow._core.text import fraction_text, hparams_text, number_text
-from detflow._search.searchers import Job, Searcher, TrialRecord
+from detflow._search.searchers import Job, Searcher, TrialRecord, rank_key
 
 __all__ = [
     "LengthFormatter",
@@ -43,6 +47,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("detflow.sweep")
+_DEFAULTS = ExperimentConfig()  # the schema is the one table of defaults
 
 #: How a job's target reads in the sweep's lines: its length in the searcher's unit and its
 #: hyperparameters (which may set the batch size) -> e.g. ``"41 batches (0.25 epochs)"``.
@@ -99,11 +104,21 @@ def _amount(value: int | Fraction, unit: str) -> str:
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """A trial's job ended: ``error`` is the last line of its exception, if it failed."""
+    """A trial's job ended: ``error`` is the last line of its exception, if it failed.
+
+    ``lost`` says that the job ended without a result of its own, and how (``"killed by
+    signal 9"``): its process (or Slurm job) died before it could report, from a signal, the
+    memory limit or a lost node. ``raised_at``: the trial's own code raised ``error`` (an
+    exception that is none of detflow's errors), with the run at this batch count. A launcher
+    sets them where it knows; the driver decides whether a restart from the trial's last
+    checkpoint may cure it (``max_restarts``).
+    """
 
     trial_id: int
     error: str | None = None
     log: str | None = None
+    lost: str | None = None
+    raised_at: int | None = None
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -137,6 +152,8 @@ class SweepSummary:
     trials: list[TrialRecord]
     best: TrialRecord | None
     batches_trained: int
+    #: restarts of each trial that was restarted (``max_restarts``)
+    restarts: dict[int, int] = field(default_factory=dict)
 
     def count(self, status: TrialStatus) -> int:
         return sum(t.status == status for t in self.trials)
@@ -166,6 +183,14 @@ class SweepDriver:
     length_text:
         How a job's target reads in the log (:data:`LengthFormatter`); by default its length
         in ``unit``.
+    max_restarts:
+        Times a trial that ended without a result (:attr:`TrialOutcome.lost`), or whose code
+        raised (once at a batch: twice at the same batch is deterministic), is started again
+        from its last checkpoint. ConfigErrors, non-finite losses and detflow's other errors
+        are never retried.
+    checkpoints:
+        Which checkpoints of an ended trial are kept (``checkpoint_storage``); pruned only
+        once the state says the trial ended, never one a promotion or a resume needs.
     """
 
     def __init__(
@@ -178,6 +203,8 @@ class SweepDriver:
         unit: str,
         *,
         length_text: LengthFormatter | None = None,
+        max_restarts: int = _DEFAULTS.max_restarts,
+        checkpoints: CheckpointPolicy | None = None,
     ) -> None:
         self.searcher = searcher
         self.launcher = launcher
@@ -191,6 +218,11 @@ class SweepDriver:
         self._results: dict[int, TrialResult] = {}  # result.json of each ended trial
         self._rows: dict[int, tuple[tuple[Any, ...], str]] = {}  # results.csv line per trial
         self._stop_requested = False  # Ctrl-C: see request_stop
+        self.max_restarts = max_restarts
+        self.checkpoints = checkpoints or CheckpointPolicy()
+        self._restarts: dict[int, int] = {}  # trial id -> restarts so far (in the state)
+        self._raised_at: dict[int, int] = {}  # trial id -> batch its code last raised at
+        self._pruned: dict[int, bool] = {}  # trial id -> all its checkpoints deleted (or kept)
 
     def trial_dir(self, trial_id: int) -> Path:
         """Where trial ``trial_id`` writes its run (Hydra's ``hydra.sweep.subdir``)."""
@@ -239,8 +271,10 @@ class SweepDriver:
                 # A crash before this save loses nothing: the trials told since the last save
                 # are still in flight there, and on resume they end at once from their results.
                 self._save_state()
+                self._prune_checkpoints(final=False)  # only trials the state says ended
             if self._refusal is not None:  # the running trials ended: the search ends with it
                 raise self._refusal
+            self._prune_checkpoints(final=True)
             return self.summary()
         finally:
             lock.release()
@@ -262,8 +296,8 @@ class SweepDriver:
                 if outcome.error is None and result is not None and result.status is RunEnd.STOPPED:
                     del self._running[outcome.trial_id]
                     stopped.append(outcome.trial_id)
-                else:  # it completed (or failed) before it could stop
-                    self._finish(outcome)
+                elif self._finish(outcome):  # it died: it continues when the sweep resumes
+                    stopped.append(outcome.trial_id)
             self._save_state()
             if not self._running:
                 break
@@ -275,8 +309,8 @@ class SweepDriver:
     def _plain_length(self, length: Fraction, hparams: Mapping[str, Any]) -> str:
         return length_text(None, length, self.unit)
 
-    def _start(self, job: Job) -> None:
-        verb = "promoting" if job.promotion else "starting"
+    def _start(self, job: Job, verb: str | None = None) -> None:
+        verb = verb or ("promoting" if job.promotion else "starting")
         chosen = hparams_text(job.hparams, self.searcher.keys)
         log.info(
             "%s trial %d to %s%s",
@@ -288,12 +322,31 @@ class SweepDriver:
         self._running[job.trial_id] = job
         self.launcher.start(job.trial_id, self.overrides_for(job))
 
-    def _finish(self, outcome: TrialOutcome) -> None:
+    def _finish(self, outcome: TrialOutcome) -> bool:
+        """Record how a trial's job ended: tell the searcher, or start the job again (a stop
+        before its target; a restart). True when it stays in flight for a resume (it died
+        after a stop request: nothing starts now)."""
         job = self._running.pop(outcome.trial_id)
         result = self.read_result(outcome.trial_id)
         if result is not None:
             self._results[outcome.trial_id] = result
         error = outcome.error
+        if outcome.lost is not None:
+            if result is not None and result.refused is None and _completes(result, job):
+                error = None  # it ended before its process could report: result.json says so
+            else:
+                error = error or f"the job ended without a result ({outcome.lost})"
+        refused = result is not None and result.refused is not None
+        if error is not None and not refused:
+            repeated = outcome.raised_at is not None and (
+                self._raised_at.get(outcome.trial_id) == outcome.raised_at
+            )
+            again = self._restart(outcome, error, job, repeated=repeated)
+            if again is None:
+                return True
+            if again:
+                return False
+            error = self._failure_text(outcome.trial_id, error, outcome.raised_at, repeated)
         if result is not None and result.refused is not None and self._refusal is None:
             self._refusal = result.refused.error()  # every trial would refuse it: start no more
             error = error or str(self._refusal)
@@ -310,7 +363,7 @@ class SweepDriver:
         if error is None and result is not None and result.status is RunEnd.STOPPED:
             log.info("trial %d was stopped before its target; relaunching it", job.trial_id)
             self._start(job)
-            return
+            return False
         metric = result.metric if result and error is None else None
         length = result.length if result else Fraction(0)
         best = result.best_metric if result and error is None else None
@@ -326,13 +379,126 @@ class SweepDriver:
                 self.searcher.metric,
                 number_text(metric),
             )
+        return False
+
+    # -- restarts (max_restarts): the one place that decides --------------------------------
+    def _restart(
+        self, outcome: TrialOutcome, error: str, job: Job, *, repeated: bool
+    ) -> bool | None:
+        """Start a failed job again from its last checkpoint, if a restart may cure it and
+        ``max_restarts`` allows one: True when restarted, False when the failure stands,
+        None when it would be restarted but the sweep is stopping (it stays in flight).
+
+        A restart may cure a job that ended without a result (:attr:`TrialOutcome.lost`),
+        and an exception of the trial's code (:attr:`TrialOutcome.raised_at`) unless it
+        ``repeated``: raised at the same batch as the trial's last one. Nothing else:
+        detflow's own errors (a ConfigError, a non-finite loss, a full disk) are
+        deterministic, and so is a config every trial refuses.
+        """
+        if outcome.lost is not None:
+            why = f"ended without a result ({outcome.lost})"
+        elif outcome.raised_at is not None and not repeated:
+            self._raised_at[outcome.trial_id] = outcome.raised_at
+            why = f"raised {error} at batch {outcome.raised_at}"
+        else:
+            return False
+        if self._refusal is not None:
+            return False
+        trial_id = outcome.trial_id
+        if self._stop_requested:
+            log.warning(
+                "trial %d %s; it continues from its last checkpoint when the sweep resumes",
+                trial_id,
+                why,
+            )
+            return None
+        done = self._restarts.get(trial_id, 0)
+        if done >= self.max_restarts:
+            return False
+        self._restarts[trial_id] = done + 1
+        self._save_state()  # the count on disk before the restart starts: a resume keeps it
+        log.warning(
+            "trial %d %s; restart %d of %d from its last checkpoint",
+            trial_id,
+            why,
+            done + 1,
+            self.max_restarts,
+        )
+        self._start(job, "restarting")
+        return True
+
+    def _failure_text(
+        self, trial_id: int, error: str, raised_at: int | None, repeated: bool
+    ) -> str:
+        """The error a failed trial is recorded with, and what restarts were made of it."""
+        restarts = self._restarts.get(trial_id, 0)
+        notes = []
+        if repeated:
+            notes.append(f"raised again at batch {raised_at}: not retried")
+        if restarts:
+            notes.append(f"after {restarts} restart{'' if restarts == 1 else 's'}")
+        return f"{error} ({'; '.join(notes)})" if notes else error
+
+    # -- checkpoint_storage: what ended trials keep -----------------------------------------
+    def _prune_checkpoints(self, *, final: bool) -> None:
+        """Delete the checkpoints ``checkpoint_storage`` does not keep, of trials that ended
+        (the state on disk says so: a crash after this loses nothing a resume needs). Until
+        ``final`` (the search is over), ``save_experiment_best`` prunes a trial once as many
+        ended trials rank above it: trials that may still be promoted or restarted are left
+        be. One line per trial pruned."""
+        policy = self.checkpoints
+        top = policy.save_experiment_best
+        if top is None and policy.save_trial_latest >= 1:
+            return  # what a run keeps while it trains is all it keeps
+        ended = [t for t in self.searcher.trials() if t.status.finished]
+        smaller = self.searcher.smaller_is_better
+        ranked = sorted(
+            (t for t in ended if t.status is not TrialStatus.FAILED and t.best_metric is not None),
+            key=lambda t: rank_key(t.rung, t.best_metric or 0.0, t.trial_id, smaller),
+        )
+        place = {t.trial_id: i for i, t in enumerate(ranked)}
+        for trial in ended:
+            if self._pruned.get(trial.trial_id):
+                continue  # nothing of it is left
+            out = top is not None and place.get(trial.trial_id, top) >= top
+            root = self.trial_dir(trial.trial_id) / CHECKPOINTS_DIR
+            if out:
+                deleted = retain(root, latest=0, best=0, smaller_is_better=smaller)
+                self._pruned[trial.trial_id] = True
+                if deleted:
+                    log.info(
+                        "trial %d: deleted its %s: not among the best %d trials "
+                        "(checkpoint_storage.save_experiment_best)",
+                        trial.trial_id,
+                        _checkpoints_text(deleted),
+                        top,
+                    )
+                continue
+            if trial.trial_id in self._pruned and not final:
+                continue  # kept as its trial's policy says, waiting to see where it ranks
+            deleted = retain(
+                root,
+                latest=policy.save_trial_latest,
+                best=policy.save_trial_best,
+                smaller_is_better=smaller,
+                keep_one=top is not None,
+            )
+            self._pruned[trial.trial_id] = False
+            if deleted:
+                keeping = f"its latest {policy.save_trial_latest} and best {policy.save_trial_best}"
+                if top is not None and not (policy.save_trial_latest or policy.save_trial_best):
+                    keeping = f"its best, for the best {top} trials"
+                log.info(
+                    "trial %d: deleted %s, keeping %s (checkpoint_storage)",
+                    trial.trial_id,
+                    _checkpoints_text(deleted),
+                    keeping,
+                )
 
     def _reached(self, job: Job) -> bool:
         """Whether the trial's ``result.json`` says it completed this job's length."""
         result = self.read_result(job.trial_id)
-        return (
-            result is not None and result.status is RunEnd.COMPLETED and result.length >= job.length
-        )
+        return result is not None and _completes(result, job)
 
     def read_result(self, trial_id: int) -> TrialResult | None:
         """The trial's ``result.json``, if it wrote one."""
@@ -349,11 +515,12 @@ class SweepDriver:
 
     def _load_state(self) -> None:
         path = self.sweep_dir / STATE_FILE
-        state = SweepState.read(path)
-        if state is None:
+        saved = SweepState.load(path)
+        if saved is None:
             return
         try:
-            self.searcher.load_state_dict(state)
+            self.searcher.load_state_dict(saved.searcher)
+            self._load_driver_state(saved.driver)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ConfigError(
                 str(path),
@@ -366,8 +533,33 @@ class SweepDriver:
         log.info("resuming the search in %s", self.sweep_dir)
 
     def _save_state(self) -> None:
-        SweepState.write(self.sweep_dir / STATE_FILE, self.searcher.state_dict())
+        state = self.searcher.state_dict()
+        SweepState.write(self.sweep_dir / STATE_FILE, state, self.driver_state())
         write_atomic(self.sweep_dir / RESULTS_FILE, self.results_csv().encode())
+
+    def driver_state(self) -> dict[str, Any]:
+        """What the driver saves besides the searcher's state: each restarted trial's
+        restarts, and the batch its code last raised at (a second raise there is final)."""
+        return {
+            "restarts": {str(k): v for k, v in sorted(self._restarts.items())},
+            "raised_at": {str(k): v for k, v in sorted(self._raised_at.items())},
+        }
+
+    def _load_driver_state(self, state: Mapping[str, Any]) -> None:
+        """:meth:`driver_state` as saved; ``ValueError`` when it is not one."""
+        known = {t.trial_id for t in self.searcher.trials()}
+        loaded: dict[str, dict[int, int]] = {}
+        for name in ("restarts", "raised_at"):
+            entries = state.get(name) or {}
+            if not isinstance(entries, dict):
+                raise ValueError(f"driver.{name} is not a mapping")
+            counts: dict[int, int] = {}
+            for key, value in entries.items():
+                if not (key.isdigit() and int(key) in known) or type(value) is not int or value < 0:
+                    raise ValueError(f"driver.{name} has {key!r}: {value!r}, not a trial's count")
+                counts[int(key)] = value
+            loaded[name] = counts
+        self._restarts, self._raised_at = loaded["restarts"], loaded["raised_at"]
 
     def results_csv(self) -> str:
         """One row per trial: id, status, hyperparameters, lengths, metrics, error."""
@@ -381,6 +573,7 @@ class SweepDriver:
         columns = tuple(keys)
         for trial in trials:
             batches = self._batches_of(trial.trial_id)
+            restarts = self._restarts.get(trial.trial_id, 0)
             shown = (
                 columns,
                 trial.status,
@@ -389,6 +582,7 @@ class SweepDriver:
                 batches,
                 trial.best_metric,
                 trial.last_metric,
+                restarts,
                 trial.error,
             )
             cached = self._rows.get(trial.trial_id)
@@ -403,6 +597,7 @@ class SweepDriver:
                         "" if batches is None else batches,
                         _blank(trial.best_metric),
                         _blank(trial.last_metric),
+                        restarts,
                         trial.error or "",
                         self.trial_dir(trial.trial_id),
                     ]
@@ -418,7 +613,19 @@ class SweepDriver:
         batches = 0
         for trial in trials:
             batches += self._batches_of(trial.trial_id) or 0
-        return SweepSummary(trials, self.searcher.best(), batches)
+        return SweepSummary(trials, self.searcher.best(), batches, dict(self._restarts))
+
+
+def _completes(result: TrialResult, job: Job) -> bool:
+    """The result of a run that completed this job's length."""
+    return result.status is RunEnd.COMPLETED and result.length >= job.length
+
+
+def _checkpoints_text(names: Sequence[str]) -> str:
+    """``2 checkpoints (at batches 40, 80)``."""
+    batches = ", ".join(str(int(name)) for name in names)
+    plural = "s" if len(names) > 1 else ""
+    return f"{len(names)} checkpoint{plural} (at batch{'es' if plural else ''} {batches})"
 
 
 def _left_from_before(result: TrialResult, job: Job) -> bool:

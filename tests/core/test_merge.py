@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detflow import ConfigError, HparamLayers, Precedence, Source, merge_hparams
-from detflow._core.merge import Replacement, _get, _owner, flatten
+from detflow._core.merge import Replacement, _owner
+from detflow._core.paths import flatten
+from detflow._core.paths import get_path as _get
 
 LAYER_NAMES = ("default", "config", "code", "override", "searcher")
 

@@ -125,6 +125,35 @@ def bump_searcher_state_version(case: Path) -> None:
     path.write_text(json.dumps(state))
 
 
+def metrics_not_utf8(case: Path) -> None:
+    """A byte no UTF-8 text has, in the middle of a run's ``metrics.jsonl``."""
+    path = case / "run" / "metrics.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = b'{"kind": "train", "note": "\xff"}'
+    path.write_bytes(b"\n".join(lines))
+
+
+def metrics_list_line(case: Path) -> None:
+    path = case / "run" / "metrics.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = b"[1, 2]"
+    path.write_bytes(b"\n".join(lines))
+
+
+def metrics_nul_bytes(case: Path) -> None:
+    path = case / "run" / "metrics.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = b"\x00" * 8
+    path.write_bytes(b"\n".join(lines))
+
+
+def hparams_entry_not_an_object(case: Path) -> None:
+    path = case / "run" / "hparams.json"
+    data = json.loads(path.read_text())
+    data[next(iter(data))] = 3
+    path.write_text(json.dumps(data))
+
+
 def remove_trial_dir(case: Path) -> None:
     shutil.rmtree(case / "sweep" / "1")
 
@@ -610,7 +639,7 @@ CASES: list[Case] = [
         "results-csv-garbage-row-summary",
         "cli",
         ("summary", "{sweep}"),
-        ("results.csv row 3 'garbage,not,a,row'", "4 cells, the header has 10"),
+        ("results.csv row 3 'garbage,not,a,row'", "4 cells, the header has"),
         base="sweep",
         corrupt=garbage_results_row,
     ),
@@ -692,6 +721,54 @@ CASES: list[Case] = [
         ("results.csv lists trial 1 (COMPLETED)", "does not exist"),
         base="sweep",
         corrupt=remove_trial_dir,
+    ),
+    Case(
+        "metrics-not-utf8-summary",
+        "cli",
+        ("summary", "{run}"),
+        ("metrics.jsonl line 2", "not UTF-8 text"),
+        base="run",
+        corrupt=metrics_not_utf8,
+    ),
+    Case(
+        "metrics-not-utf8-plot",
+        "cli",
+        ("plot", "{run}", "-o", "{dir}/curves.png"),
+        ("metrics.jsonl line 2", "not UTF-8 text"),
+        base="run",
+        corrupt=metrics_not_utf8,
+    ),
+    Case(
+        "metrics-not-utf8-resume",
+        "run",
+        ("resume=true",),
+        ("metrics.jsonl line 2", "not UTF-8 text"),
+        base="run",
+        corrupt=metrics_not_utf8,
+    ),
+    Case(
+        "metrics-list-line-resume",
+        "run",
+        ("resume=true",),
+        ("metrics.jsonl line 2", "a JSON list, not an object"),
+        base="run",
+        corrupt=metrics_list_line,
+    ),
+    Case(
+        "metrics-nul-bytes-summary",
+        "cli",
+        ("summary", "{run}"),
+        ("metrics.jsonl line 3", "NUL bytes"),
+        base="run",
+        corrupt=metrics_nul_bytes,
+    ),
+    Case(
+        "hparams-entry-not-an-object-explain",
+        "cli",
+        ("explain", "{run}"),
+        ("hparams.json entry", "not a {value, source} object"),
+        base="run",
+        corrupt=hparams_entry_not_an_object,
     ),
     Case(
         "hparams-garbage-explain",

@@ -50,7 +50,7 @@ from detflow._harness.checkpoint import CheckpointStore, _read_trial_state
 from detflow._hydra.sweeper import _render
 from detflow._launch.base import private_directory
 from detflow._launch.local import LocalProcesses, _Job
-from detflow._launch.slurm import SlurmTrials, settings_from
+from detflow._launch.slurm import BLOCKED_START, SHELL_START, SlurmTrials, settings_from
 from detflow._launch.slurm_settings import OWNED_OPTIONS, SlurmSettings
 from tests.support import REPO, isolated_hydra
 
@@ -418,7 +418,9 @@ def check_script(rendered: Rendered, settings: SlurmSettings) -> None:
         "--error",
         f"{folder}/{pattern}_%t_log.err",
         *srun_args,
+        *["/bin/sh", "-c", SHELL_START],  # SIGUSR2 held while the job starts (detflow's)
         *python,
+        *["-S", "-c", BLOCKED_START],
         "-u",
         "-m",
         "submitit.core._submit",

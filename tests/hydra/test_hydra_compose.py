@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import conf
 from detflow import ExperimentConfig, Length, Source, Unit, load_config, register_experiment
-from detflow._core.merge import flatten
+from detflow._core.paths import flatten
 from tests.support import REPO, isolated_hydra
 
 CONF = REPO / "conf"
@@ -49,6 +49,12 @@ DESIGN_KEYS = {
     "min_checkpoint_period",
     "optimizations.aggregation_frequency",
     "resources.slots_per_trial",
+    "max_restarts",
+    "perform_initial_validation",
+    "checkpoint_storage.save_trial_latest",
+    "checkpoint_storage.save_trial_best",
+    "checkpoint_storage.save_experiment_best",
+    "checkpoint_storage.storage_path",
 }
 
 # --- in-process composition ----------------------------------------------------------------

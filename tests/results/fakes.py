@@ -194,6 +194,7 @@ def _write_results(root: Path, made: list[FakeTrial], unit: str, per: int) -> No
             t.batches,
             "" if failed else repr(t.best),
             last,
+            0,  # restarts
             "TrialError: loss is nan" if failed else "",
             root / str(t.trial_id),
         ]

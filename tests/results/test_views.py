@@ -114,7 +114,7 @@ def test_summary_csv_and_json_keep_their_fields_and_add_metrics(
 ) -> None:
     fields = ["trial_id", "status", "rung", "hyperparameters.lr", "hyperparameters.dropout"]
     fields += ["hyperparameters.act", "length_epochs", "batches", "metric", "best_metric"]
-    fields += ["error", "dir"]
+    fields += ["restarts", "error", "dir"]
     _, out, _ = run(capsys, "summary", sweeps["four"], "--csv")
     assert next(csv.reader(io.StringIO(out))) == [*fields, "validation_accuracy"]
     _, out, _ = run(capsys, "summary", sweeps["four"], "--csv", "--metrics", "validation_loss")
@@ -123,7 +123,7 @@ def test_summary_csv_and_json_keep_their_fields_and_add_metrics(
     trial = json.loads(out)["trials"][0]
     assert set(trial) == {
         "trial_id", "status", "rung", "hparams", "length", "batches", "metric", "best_metric",
-        "error", "dir", "validation",
+        "restarts", "error", "dir", "validation",
     }  # fmt: skip
     assert set(trial["validation"]) == {"validation_loss", "validation_accuracy"}
 
