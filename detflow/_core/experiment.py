@@ -11,12 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from detflow._core.counts import MAX_INT, check_count
 from detflow._core.errors import ConfigError
 from detflow._core.keys import check_known_keys
 from detflow._core.merge import Precedence
 from detflow._core.schema import CheckpointStorageConfig, ExperimentConfig, SearcherConfig
 from detflow._core.text import shown
-from detflow._core.units import MAX_AMOUNT, BatchMath, Length, parse_length
+from detflow._core.units import BatchMath, Length, parse_length
 
 __all__ = [
     "ADAPTIVE_MODES",
@@ -28,8 +29,6 @@ __all__ = [
     "SearcherSettings",
 ]
 
-#: The largest integer any key takes (a signed 64-bit count: what NumPy, torch and Slurm hold).
-MAX_INT = MAX_AMOUNT
 #: Trials a sweep may plan: each is checked before any starts, and its state kept.
 MAX_TRIALS = 100_000
 #: The most rungs ASHA may have: with divisor >= 2 the lowest is then max_length / 2**63,
@@ -344,22 +343,12 @@ def _integer(cfg: Mapping[str, Any], key: str, default: Any) -> int:
 def _positive(
     cfg: Mapping[str, Any], key: str, default: Any, minimum: int = 1, maximum: int | None = None
 ) -> int:
-    value = _get(cfg, key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(
-            key, shown(value), f"an integer >= {minimum}" if minimum > 1 else "a positive integer"
-        )
-    if value > (maximum or MAX_INT):
-        raise ConfigError(key, shown(value), f"an integer from {minimum} to {maximum or MAX_INT}")
-    return value
+    return check_count(key, _get(cfg, key, default), minimum, maximum or MAX_INT)
 
 
 def _count(cfg: Mapping[str, Any], key: str, default: Any, maximum: int = MAX_INT) -> int:
     """An integer from 0 to ``maximum``."""
-    value = _get(cfg, key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise ConfigError(key, shown(value), f"an integer from 0 to {maximum}")
-    return value
+    return check_count(key, _get(cfg, key, default), 0, maximum)
 
 
 def _boolean(cfg: Mapping[str, Any], key: str, default: bool) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from detflow._core.counts import MAX_INT, check_count
 from detflow._core.errors import ConfigError
 from detflow._core.text import shown
 
@@ -39,7 +40,7 @@ _LENGTH_RE = re.compile(r"^\s*([+-]?[0-9]+)\s*([A-Za-z_]+)\s*$")
 # (``Fraction("1e999999999")`` would compute a billion-digit number).
 _TARGET_RE = re.compile(r"^\s*\+?([0-9]+(?:/[0-9]+|\.[0-9]*)?|\.[0-9]+)\s+([A-Za-z_]+)\s*$")
 #: The largest amount a length may have: counters (records, batches, ...) are 64-bit.
-MAX_AMOUNT = 2**63 - 1
+MAX_AMOUNT = MAX_INT
 _TOO_LARGE = f"an amount of at most {MAX_AMOUNT} (2**63 - 1)"
 #: Every spelling of a unit (compared lower-cased, spaces stripped): plural and singular.
 _SPELLINGS = {
@@ -157,12 +158,6 @@ def _unit(text: Any) -> Unit | None:
     return _SPELLINGS.get(text.strip().lower())
 
 
-def _check_positive(key: str, value: Any, expected: str) -> None:
-    """A :class:`ConfigError` naming ``key`` unless ``value`` is a positive ``int``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(key, shown(value), expected)
-
-
 def _plain(raw: Mapping[Any, Any]) -> dict[Any, Any]:
     return {k: raw[k] for k in raw}
 
@@ -200,10 +195,10 @@ class BatchMath:
 
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "aggregation_frequency"):
-            _check_positive(name, getattr(self, name), "a positive integer")
+            check_count(name, getattr(self, name))
         if self.batches_per_epoch is not None:
-            _check_positive(
-                "batches_per_epoch", self.batches_per_epoch, "a positive integer or None"
+            check_count(
+                "batches_per_epoch", self.batches_per_epoch, expected="a positive integer or None"
             )
 
     @classmethod
@@ -211,9 +206,9 @@ class BatchMath:
         cls, global_batch_size: int, aggregation_frequency: int, records_per_epoch: int
     ) -> BatchMath:
         """Geometry whose epoch is ``ceil(records_per_epoch / global_batch_size)`` batches."""
-        _check_positive("records_per_epoch", records_per_epoch, "a positive integer or null")
+        check_count("records_per_epoch", records_per_epoch, expected="a positive integer or null")
         # Checked before dividing by it: a 0, a float or a Decimal must not get that far.
-        _check_positive("global_batch_size", global_batch_size, "a positive integer")
+        check_count("global_batch_size", global_batch_size, expected="a positive integer")
         return cls(
             global_batch_size,
             aggregation_frequency,

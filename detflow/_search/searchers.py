@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 from detflow._core.artifacts import TrialStatus
+from detflow._core.counts import check_count
 from detflow._core.errors import ConfigError
 from detflow._core.experiment import MAX_RUNGS, SEARCHER_ALIASES, SEARCHER_NAMES
 from detflow._core.schema import SearcherConfig
@@ -149,18 +150,6 @@ def trial_status(*, in_flight: bool, failed: bool, top_rung: bool, done: bool) -
 
 def _fraction_str(value: Fraction) -> str:
     return f"{value.numerator}/{value.denominator}"
-
-
-def _check_count(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        expected = f"an integer >= {minimum}" if maximum is None else f"{minimum} to {maximum}"
-        raise ConfigError(key, shown(value), expected)
-    return value
 
 
 def _check_length(value: int | Fraction) -> Fraction:
@@ -494,7 +483,7 @@ class RandomSearcher(Searcher):
         super().__init__(max_length, metric=metric, smaller_is_better=smaller_is_better)
         self.space = dict(space)
         self.keys = tuple(space)
-        self.max_trials = _check_count("searcher.max_trials", max_trials, 1)
+        self.max_trials = check_count("searcher.max_trials", max_trials, 1)
         self.seed = seed
 
     def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
@@ -578,8 +567,8 @@ class AshaSearcher(RandomSearcher):
             metric=metric,
             smaller_is_better=smaller_is_better,
         )
-        self.divisor = _check_count("searcher.divisor", divisor, 2)
-        _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
+        self.divisor = check_count("searcher.divisor", divisor, 2)
+        check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
         self.rung_lengths = asha_rungs(self.max_length, divisor, max_rungs, steps_of)
 
     def _promotion(self) -> int | None:
@@ -684,12 +673,12 @@ Bracket(rungs=2, max_trials=4, max_concurrent_trials=1))
     """
     if mode not in MODE_BRACKETS:
         raise ConfigError("searcher.mode", shown(mode), f"one of {', '.join(MODE_BRACKETS)}")
-    _check_count("searcher.max_trials", max_trials, 1)
-    _check_count("searcher.divisor", divisor, 2)
-    _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
-    _check_count("searcher.max_concurrent_trials", max_concurrent_trials, 0)
+    check_count("searcher.max_trials", max_trials, 1)
+    check_count("searcher.divisor", divisor, 2)
+    check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
+    check_count("searcher.max_concurrent_trials", max_concurrent_trials, 0)
     for rungs in bracket_rungs:
-        _check_count("searcher.bracket_rungs", rungs, 1, MAX_RUNGS)
+        check_count("searcher.bracket_rungs", rungs, 1, MAX_RUNGS)
     if bracket_rungs:
         counts = list(bracket_rungs)
     else:
@@ -936,9 +925,9 @@ def make_searcher(
     ...
     detflow._core.errors.ConfigError: searcher.name = 'bogus' is not valid: expected one of ...
     """
-    _check_count("searcher.max_trials", max_trials, 1)
-    _check_count("searcher.divisor", divisor, 2)
-    _check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
+    check_count("searcher.max_trials", max_trials, 1)
+    check_count("searcher.divisor", divisor, 2)
+    check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
     if not isinstance(name, str):
         raise ConfigError("searcher.name", shown(name), f"one of {', '.join(SEARCHER_NAMES)}")
     name = SEARCHER_ALIASES.get(name, name)
