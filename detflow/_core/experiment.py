@@ -348,7 +348,8 @@ def _positive(
 
 def _count(cfg: Mapping[str, Any], key: str, default: Any, maximum: int = MAX_INT) -> int:
     """An integer from 0 to ``maximum``."""
-    return check_count(key, _get(cfg, key, default), 0, maximum)
+    expected = f"an integer from 0 to {maximum}"
+    return check_count(key, _get(cfg, key, default), 0, maximum, expected=expected)
 
 
 def _boolean(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
