@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
@@ -73,3 +74,11 @@ def isolated_hydra() -> Iterator[None]:
         GlobalHydra.instance().clear()
         store.repo = saved
         VersionBase.instance().version_base = version_base
+
+
+#: Mounting a tmpfs needs root: without it the disk-full tests skip, except in CI (root
+#: there, as for the Slurm tests), where a failed mount fails the test.
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 and os.environ.get("CI") != "true",
+    reason="mounting a tmpfs needs root: run as root",
+)

@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 
 from detflow._harness import checkpoint as checkpoint_module  # noqa: E402
 from detflow._harness.checkpoint import CheckpointStore  # noqa: E402
-from tests.support import REPO  # noqa: E402
+from tests.support import REPO, needs_root  # noqa: E402
 
 #: A one-file project whose trial's state is a 64 KiB tensor (torch.save's trial.pt).
 SCRIPT = """
@@ -146,34 +146,6 @@ def test_without_an_oserror_behind_it_the_free_space_decides(
 
 
 # -- a real full disk, end to end ---------------------------------------------------------------
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 and os.environ.get("CI") != "true",
-    reason="mounting a tmpfs needs root: run as root",
-)
-
-
-@pytest.fixture
-def tmpfs() -> Iterator[Callable[[Path, int], Path]]:
-    """``tmpfs(dir, kib)`` mounts a tmpfs of ``kib`` KiB on ``dir``; unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(where: Path, kib: int) -> Path:
-        where.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(where)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"the disk-full tests need a tmpfs: mount failed: {done.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _train(project: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:

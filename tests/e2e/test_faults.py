@@ -23,7 +23,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import pytest
 
 from detflow._harness.checkpoint import CheckpointStore
 from tests.slurm_support import AVAILABLE, IN_CI, needs_slurm
-from tests.support import REPO, read_metrics, run_cli, start_driver
+from tests.support import REPO, needs_root, read_metrics, run_cli, start_driver
 
 INJECT = REPO / "tests" / "_inject"
 
@@ -136,37 +136,6 @@ def test_sigkill_inside_a_checkpoint_write_resumes_from_the_last_good_one(
 
 
 # -- 2. A full disk -----------------------------------------------------------------------------
-
-
-#: Mounting a tmpfs needs root: without it the disk-full tests skip, except in CI (root
-#: there, as for the Slurm tests), where a failed mount fails the test.
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 and not IN_CI, reason="mounting a tmpfs needs root: run as root"
-)
-
-
-@pytest.fixture
-def tmpfs() -> Iterator[Callable[[Path, int], Path]]:
-    """``tmpfs(dir, kib)`` mounts a tmpfs of ``kib`` KiB on ``dir``; unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(where: Path, kib: int) -> Path:
-        where.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(where)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"the disk-full tests need a tmpfs: mount failed: {done.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _page(path: Path) -> int:
