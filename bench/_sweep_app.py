@@ -40,6 +40,9 @@ RUSAGE_ENV = "DETFLOW_BENCH_RUSAGE"
 PHASES = {
     # Hydra composes a job's config (BasicLauncher and detflow_local call it once per job).
     "compose": ("hydra._internal.config_loader_impl", "ConfigLoaderImpl.load_sweep_config"),
+    # detflow's launchers compose a sweep once and derive each job's config (its fallback,
+    # a full compose, is counted here too).
+    "derive": ("detflow._hydra.derive", "TrialComposer.compose"),
     # Hydra runs a job in-process: job dir, logging, .hydra/*.yaml, then the task. (Patched
     # where it is defined: Hydra loads the basic launcher's module afresh when it scans its
     # plugins, and that module then imports the patched function.)

@@ -2,23 +2,29 @@
 
 Run from the repository root (``pip install -e ".[bench]"`` for the baselines)::
 
-    python -m bench                 # the whole suite, ~6-9 min on 2 CPUs
+    python -m bench                 # the whole suite, ~10 min on 2 CPUs
     python -m bench --only startup harness
-    python -m bench --quick         # smaller sizes, ~3 min: a smoke run, not for the record
+    python -m bench --only sweep driver --json figures.json
+    python -m bench --quick         # smaller sizes, ~4 min: a smoke run, not for the record
 
 Each row is one figure of detflow's, its baseline measured in the same run, their ratio and
-the target. The benchmarks are the modules of this package, at sizes chosen to fit the suite
-in under ten minutes; run a module alone for its full report (``python -m bench.startup``,
-``bench.harness_overhead``, ``bench.sweep_overhead``, ``bench.search_quality``,
-``bench.slurm_submit``). The Slurm submission benchmark is not part of the suite: it needs a
-running Slurm and takes ~5 min alone.
+the target. ``--json FILE`` writes every row as ``{"id", "value", "unit", "baseline",
+"ratio", "target", "verdict"}``; the ids are stable (``bench/README.md`` lists them). The
+benchmarks are the modules of this package, at sizes chosen to fit the suite in about ten
+minutes; run a module alone for its full report (``python -m bench.startup``,
+``bench.harness_overhead``, ``bench.sweep_overhead``, ``bench.driver_scale``,
+``bench.search_quality``, ``bench.slurm_submit``). The Slurm submission benchmark is not part
+of the suite: it needs a running Slurm and takes ~5 min alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,17 +33,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from bench import harness_overhead, startup, sweep_overhead
+from bench import driver_scale, harness_overhead, startup, sweep_overhead
 from bench._common import machine, table
 
-SUITES = ("startup", "harness", "sweep", "local", "asha")
+SUITES = ("startup", "harness", "sweep", "driver", "local", "asha")
 
 
 @dataclass(frozen=True)
 class Row:
-    """One figure: detflow's value, the baseline's, and the target on the ratio or value."""
+    """One figure: detflow's value, the baseline's, and the target on the ratio or value.
 
+    ``id`` names the figure in ``--json`` output, the same from run to run.
+
+    >>> Row("harness_ns_per_batch", "harness", 700.0, "ns", "raw", 50.0, "<= 1000 ns", True).json()
+    {'id': 'harness_ns_per_batch', 'value': 700.0, 'unit': 'ns', 'baseline': 50.0, \
+'ratio': 14.0, 'target': '<= 1000 ns', 'verdict': 'PASS'}
+    """
+
+    id: str
     what: str
     value: float
     unit: str
@@ -46,10 +61,17 @@ class Row:
     target: str = "-"
     passed: bool | None = None
 
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.baseline if self.baseline else None
+
+    @property
+    def verdict(self) -> str | None:
+        return None if self.passed is None else ("PASS" if self.passed else "FAIL")
+
     def cells(self) -> list[str]:
-        ratio = "-" if not self.baseline else f"{self.value / self.baseline:.2f}x"
+        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}x"
         base = "-" if self.baseline is None else _fmt(self.baseline, self.unit)
-        verdict = "-" if self.passed is None else ("PASS" if self.passed else "FAIL")
         return [
             self.what,
             _fmt(self.value, self.unit),
@@ -57,14 +79,41 @@ class Row:
             base,
             ratio,
             self.target,
-            verdict,
+            self.verdict or "-",
         ]
+
+    def json(self) -> dict[str, Any]:
+        """The row as ``--json`` writes it (a value that is not finite as ``null``)."""
+        return {
+            "id": self.id,
+            "value": _finite(self.value),
+            "unit": self.unit,
+            "baseline": _finite(self.baseline),
+            "ratio": _finite(self.ratio),
+            "target": None if self.target == "-" else self.target,
+            "verdict": self.verdict,
+        }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def slug(text: str) -> str:
+    """An id made of a label: lower case, words joined by ``_``.
+
+    >>> slug("detflow app (init + 1-batch fit)")
+    'detflow_app_init_1_batch_fit'
+    """
+    return "_".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def _fmt(value: float, unit: str) -> str:
     if unit == "x":
         return f"{value:.2f}"
-    return f"{value:.3f} {unit}" if unit == "s" else f"{value:.0f} {unit}"
+    if unit == "s" or (unit == "ms" and abs(value) < 10):
+        return f"{value:.3f} {unit}"
+    return f"{value:.0f} {unit}"
 
 
 # -- the benchmarks -------------------------------------------------------------------------
@@ -73,6 +122,7 @@ def bench_startup(work: Path, quick: bool) -> list[Row]:
     by_label = {timing.label: timing for timing in timings}
     return [
         Row(
+            f"startup_{slug(timing.label)}_s",
             f"start-up: {timing.label}",
             timing.median,
             "s",
@@ -93,8 +143,9 @@ def bench_harness(work: Path, quick: bool) -> list[Row]:
     os.chdir(work)
     raw, (timing,) = harness_overhead.measure(trial, batches, 3, [variant])
     overhead = timing.best - raw.best
-    return [
+    rows = [
         Row(
+            "harness_ns_per_batch",
             "harness: overhead per batch (INFO logging)",
             overhead,
             "ns",
@@ -104,6 +155,28 @@ def bench_harness(work: Path, quick: bool) -> list[Row]:
             overhead <= harness_overhead.TARGET_NS,
         )
     ]
+    lightning = harness_overhead.lightning_timing(10_000 if quick else 20_000, 1000, 3)
+    target = f"detflow <= 1/{harness_overhead.LIGHTNING_RATIO:g} of it"
+    if isinstance(lightning, str):  # not installed, or it refused the setup: a failed row
+        rows.append(
+            Row("lightning_ns_per_batch", lightning, math.nan, "ns", "-", None, target, False)
+        )
+        return rows
+    theirs = lightning.per_batch - raw.best
+    rows.append(
+        Row(
+            "lightning_ns_per_batch",
+            f"harness: {lightning.label} overhead per batch (no progress bar, logger, "
+            "checkpoints, summary)",
+            theirs,
+            "ns",
+            "detflow's overhead per batch",
+            overhead,
+            target,
+            overhead * harness_overhead.LIGHTNING_RATIO <= theirs,
+        )
+    )
+    return rows
 
 
 def bench_sweep(work: Path, quick: bool) -> list[Row]:
@@ -114,10 +187,10 @@ def bench_sweep(work: Path, quick: bool) -> list[Row]:
     ours = sweep_overhead.run_side(sides["detflow"], n, work)
     hydra_first = time_to_first_trial(sides["hydra"], first_n, work)
     ours_first = time_to_first_trial(sides["detflow"], first_n, work)
-    driver = sweep_overhead.time_driver(first_n, work)
     target_ms = sweep_overhead.TARGET_GAP_MS
     return [
         Row(
+            "sweep_first_trial_s",
             f"sweep: time to first trial, {first_n}-trial random search",
             ours_first,
             "s",
@@ -127,6 +200,7 @@ def bench_sweep(work: Path, quick: bool) -> list[Row]:
             ours_first <= sweep_overhead.TARGET_FIRST_S,
         ),
         Row(
+            "sweep_inprocess_ms_per_trial",
             f"sweep: overhead per trial in-process, N={n}",
             ours.gap * 1e3,
             "ms",
@@ -135,16 +209,73 @@ def bench_sweep(work: Path, quick: bool) -> list[Row]:
             f"<= {target_ms:.0f} ms",
             ours.gap * 1e3 <= target_ms,
         ),
-        Row(
-            f"sweep: detflow's own driver cost per trial, N={first_n}",
-            driver.per_trial * 1e3,
-            "ms",
-            "(Hydra-free driver)",
-            None,
-            f"<= {target_ms:.0f} ms",
-            driver.per_trial * 1e3 <= target_ms,
-        ),
     ]
+
+
+def bench_driver(work: Path, quick: bool) -> list[Row]:
+    """The Hydra-free driver at 1,000 and 10,000 instant trials (:mod:`bench.driver_scale`)."""
+    searchers = ("random",) if quick else driver_scale.SEARCHERS
+    small, large = driver_scale.SIZES
+    fsync_before = driver_scale.fsync_latency(work)
+    scales = driver_scale.run_all(searchers, (small, large), work, small)
+    fsync_after = driver_scale.fsync_latency(work)
+    rows: list[Row] = [
+        Row(
+            "driver_fsync_ms",
+            "driver: the disk's fsync of an append (each save waits for one), after the runs",
+            fsync_after * 1e3,
+            "ms",
+            "the same before the runs",
+            fsync_before * 1e3,
+        )
+    ]
+    for scale in scales:
+        name = "" if scale.searcher == "random" else f"{scale.searcher}_"
+        for trials in (small, large):
+            run = scale.journal[trials]
+            base, measured = scale.baseline_ms(trials)
+            growth = scale.growth(trials)
+            target = f"<= {driver_scale.TARGET_MS:g} ms"
+            passed = run.ms_per_trial <= driver_scale.TARGET_MS
+            if trials == large:
+                target += f", <= {driver_scale.TARGET_FLAT:g}x N={small:,}'s ({growth:.2f}x)"
+                passed = passed and growth <= driver_scale.TARGET_FLAT
+            rows.append(
+                Row(
+                    f"driver_{name}ms_per_trial_n{trials}",
+                    f"driver: {scale.searcher} search, cost per trial, N={trials:,}",
+                    run.ms_per_trial,
+                    "ms",
+                    "whole state per save" + ("" if measured else " (estimated)"),
+                    base,
+                    target,
+                    passed,
+                )
+            )
+        for trials in (small, large):
+            run = scale.journal[trials]
+            rows.append(
+                Row(
+                    f"driver_{name}ms_per_trial_without_fsync_n{trials}",
+                    f"driver: {scale.searcher} search, cost per trial less fsync waits, "
+                    f"N={trials:,}",
+                    run.ms_per_trial_without_fsync,
+                    "ms",
+                    "-",
+                    None,
+                )
+            )
+        rows.append(
+            Row(
+                f"driver_{name}peak_rss_mb_n{large}",
+                f"driver: {scale.searcher} search, peak memory, N={large:,}",
+                scale.journal[large].rss_peak_mb,
+                "MB",
+                f"the same at N={small:,}",
+                scale.journal[small].rss_peak_mb,
+            )
+        )
+    return rows
 
 
 def bench_local(work: Path, quick: bool) -> list[Row]:
@@ -155,6 +286,7 @@ def bench_local(work: Path, quick: bool) -> list[Row]:
     spawn = sweep_overhead.run_side(sides["detflow_local_spawn"], n, work)
     return [
         Row(
+            "local_fork_ms_per_trial",
             "local launcher: per-trial overhead (fork server, the default)",
             fork.gap * 1e3,
             "ms",
@@ -164,22 +296,46 @@ def bench_local(work: Path, quick: bool) -> list[Row]:
             fork.gap * 1e3 <= 200,
         ),
         Row(
+            "local_spawn_ms_per_trial",
             "local launcher: per-trial overhead, start_method=spawn",
             spawn.gap * 1e3,
             "ms",
             "submitit_local",
             submitit.gap * 1e3,
         ),
+        trial_start_row(quick),
     ]
+
+
+#: a 1-batch torch trial's start-to-result in a local sweep, median of 6 (issue 16)
+
+
+def trial_start_row(quick: bool) -> Row:
+    """``local_torch_trial_start_s``: :func:`bench.trial_start.measure`, warm (the fork server
+    preloads the trial module) against cold (each trial imports torch), same run."""
+    from bench import trial_start
+
+    measured = trial_start.measure(quick)
+    return Row(
+        measured.id,
+        "local launcher: 1-batch torch trial, start to result (median)",
+        measured.value,
+        measured.unit,
+        "same sweep, no preload",
+        measured.baseline,
+        measured.target,
+        measured.passed,
+    )
 
 
 def bench_asha(work: Path, quick: bool) -> list[Row]:
     from bench import search_quality
 
     try:
-        import mfpbench  # type: ignore[import-untyped]  # noqa: F401
+        import mfpbench  # type: ignore[import-untyped,import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
-        return [Row("ASHA compute ratio: skipped, pip install mf-prior-bench", 0, "x")]
+        what = "ASHA compute ratio: mf-prior-bench is not installed (bench/README.md)"
+        return [Row("asha_compute_ratio", what, math.nan, "x", "-", None, "<= 0.33", False)]
     seeds, budget = (6, 25.0) if quick else (20, 50.0)
     algorithms = ["random", "asha", "asha3"]
     tasks = [("mfh6_good", a, seed, budget, 4) for a in algorithms for seed in range(seeds)]
@@ -194,6 +350,7 @@ def bench_asha(work: Path, quick: bool) -> list[Row]:
         ratio = (reach if reach is not None else float("inf")) / random_reach
         rows.append(
             Row(
+                f"asha_compute_ratio_{algorithm}",
                 f"ASHA: compute to random's final regret, {search_quality.LABELS[algorithm]}",
                 ratio,
                 "x",
@@ -243,6 +400,7 @@ RUNNERS: dict[str, Callable[[Path, bool], list[Row]]] = {
     "startup": bench_startup,
     "harness": bench_harness,
     "sweep": bench_sweep,
+    "driver": bench_driver,
     "local": bench_local,
     "asha": bench_asha,
 }
@@ -257,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
     parser.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write every row to FILE, as JSON"
+    )
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -276,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     print()
     print("\n".join(render(rows)))
+    if args.json is not None:
+        args.json.write_text(json.dumps([row.json() for row in rows], indent=2) + "\n")
+        print(f"\nwrote {len(rows)} rows to {args.json}")
     verdicts = [row.passed for row in rows if row.passed is not None]
     print()
     print(

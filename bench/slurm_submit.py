@@ -5,6 +5,7 @@ Run from the repository root, on a machine with Slurm (``bash scripts/local-slur
     python -m bench.slurm_submit                  # a grid of 200 no-op trials on each side
     python -m bench.slurm_submit --trials 20      # quick
     python -m bench.slurm_submit --profile        # and cProfile each sweeping process
+    python -m bench.slurm_submit --json out.json  # and write both sides' figures as JSON
 
 Both sides run the same tiny Hydra app (written to a temporary directory) on the same Slurm
 partition, one after the other, each in a fresh process. Every job is the same no-op:
@@ -30,7 +31,12 @@ before the sweep's process is started:
 - **CPU of the sweeping process** (``getrusage``): on a small cluster node it competes with
   the jobs;
 - **sbatch calls**, **job arrays** and **Slurm jobs** (from ``sacct``, filtered by the side's
-  unique job name), and the other Slurm commands the sweeping process ran.
+  unique job name), and the other Slurm commands the sweeping process ran;
+- **scheduler calls per minute**: the ``sacct``, ``squeue`` and ``scontrol`` calls over the
+  sweep's whole time (and the most in any 60 s), the load a sweep puts on slurmctld/slurmdbd.
+
+``--json FILE`` writes ``{"submitit": {...}, "detflow": {...}}``: each side's figures
+(:func:`side_json`: ``all_submitted_s``, ``all_done_s``, ``scheduler_calls_per_minute``, ...).
 
 Before each side the benchmark waits (up to two minutes) for Slurm's queue to empty; jobs
 of other names that still ran on the cluster while a side ran are counted and reported. Each
@@ -45,6 +51,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import pstats
@@ -71,6 +78,9 @@ DEADLINE_S = 900  # per side: a sweep still running then is a failure
 SACCT_WAIT_S = 60.0  # for slurmdbd to record the last jobs
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_WAIT_S = 120.0  # for other users' jobs to leave the queue before a side starts
+REPO = Path(__file__).resolve().parents[1]
+#: The Slurm commands that ask the scheduler (not sbatch, not scancel): their rate is its load.
+SCHEDULER_QUERIES = ("sacct", "squeue", "scontrol")
 
 APP_SOURCE = '''\
 """A no-op Hydra app for bench/slurm_submit.py (written there; run as a script)."""
@@ -229,6 +239,10 @@ class Measurement:
     sacct_calls: int
     other_calls: int  # squeue, scontrol, scancel
     foreign_jobs: int  # other jobs that ran on the cluster meanwhile
+    squeue_calls: int = 0
+    scontrol_calls: int = 0
+    scheduler_calls_per_minute: float = 0.0  # sacct + squeue + scontrol over the whole sweep
+    scheduler_calls_max_per_minute: int = 0  # the most of them in any 60 s
 
 
 # -- setup ----------------------------------------------------------------------------------------
@@ -289,10 +303,13 @@ def run_side(
     times.mkdir()
     calls = workdir / f"{tag}.calls"
     sweep_dir = workdir / tag
+    # The checkout's detflow and Hydra plugins first: the benchmark runs from the repository.
+    python_path = [str(REPO), str(REPO / "launchers"), os.environ.get("PYTHONPATH", "")]
     env = dict(
         os.environ,
         **{TIMES_ENV: str(times), CALLS_ENV: str(calls)},
         PATH=f"{workdir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=os.pathsep.join(p for p in python_path if p),
     )
     env.pop("HYDRA_FULL_ERROR", None)
     command = [sys.executable]
@@ -333,6 +350,8 @@ def run_side(
         )
     spans = [(float(r[0]) - began, float(r[1]) - began) for r in rows]
     jobs = _sacct(name, began, n)
+    queries = sorted(c.end for c in slurm_calls if c.name in SCHEDULER_QUERIES)
+    done_s = ended - began
     return Measurement(
         side=side,
         trials=n,
@@ -341,7 +360,7 @@ def run_side(
         first_start=min(start for start, _ in spans),
         last_end=max(end for _, end in spans),
         task_mean=sum(end - start for start, end in spans) / n,
-        done=ended - began,
+        done=done_s,
         sweep_cpu=cpu,
         submit_cpu=max(sbatch, key=lambda c: c.end).caller_cpu,
         sbatch_calls=len(sbatch),
@@ -353,7 +372,25 @@ def run_side(
         sacct_calls=sum(c.name == "sacct" for c in slurm_calls),
         other_calls=sum(c.name not in ("sbatch", "sacct") for c in slurm_calls),
         foreign_jobs=_foreign_jobs(name, began, ended),
+        squeue_calls=sum(c.name == "squeue" for c in slurm_calls),
+        scontrol_calls=sum(c.name == "scontrol" for c in slurm_calls),
+        scheduler_calls_per_minute=len(queries) / (done_s / 60.0) if done_s > 0 else 0.0,
+        scheduler_calls_max_per_minute=_most_in_a_minute(queries),
     )
+
+
+def _most_in_a_minute(times: list[float]) -> int:
+    """The most of these (sorted) times that fall within any 60 s.
+
+    >>> _most_in_a_minute([0.0, 10.0, 59.0, 61.0, 200.0])
+    3
+    """
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= 60.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def _children_cpu() -> float:
@@ -445,7 +482,11 @@ ROWS: tuple[tuple[str, str, bool], ...] = (
     ("Slurm jobs / array tasks (sacct)", "slurm_jobs", False),
     ("  of them COMPLETED", "completed", False),
     ("sacct calls by the sweep", "sacct_calls", True),
+    ("squeue calls by the sweep", "squeue_calls", False),
+    ("scontrol calls by the sweep", "scontrol_calls", False),
     ("squeue/scontrol/scancel calls", "other_calls", False),
+    ("scheduler calls (sacct+squeue+scontrol) per minute", "scheduler_calls_per_minute", True),
+    ("  the most in any 60 s", "scheduler_calls_max_per_minute", False),
     ("other jobs on the cluster meanwhile", "foreign_jobs", False),
 )
 
@@ -482,6 +523,48 @@ def _median(values: list[Any]) -> Any:
     if all(isinstance(v, int) for v in values):
         return statistics.median_low(values)
     return statistics.median(values)
+
+
+def side_json(measurements: list[Measurement]) -> dict[str, Any]:
+    """One side's figures for ``--json`` (medians over the repeats), times in seconds."""
+    fields = {
+        "all_submitted_s": "submitted",
+        "first_submitted_s": "first_submitted",
+        "first_job_starts_s": "first_start",
+        "last_job_ends_s": "last_end",
+        "task_mean_s": "task_mean",
+        "all_done_s": "done",
+        "sweep_cpu_s": "sweep_cpu",
+        "submit_cpu_s": "submit_cpu",
+        "sbatch_calls": "sbatch_calls",
+        "sbatch_s": "sbatch_seconds",
+        "job_arrays": "arrays",
+        "single_jobs": "single_jobs",
+        "slurm_jobs": "slurm_jobs",
+        "completed": "completed",
+        "sacct_calls": "sacct_calls",
+        "squeue_calls": "squeue_calls",
+        "scontrol_calls": "scontrol_calls",
+        "scheduler_calls_per_minute": "scheduler_calls_per_minute",
+        "scheduler_calls_max_per_minute": "scheduler_calls_max_per_minute",
+        "foreign_jobs": "foreign_jobs",
+    }
+    out: dict[str, Any] = {
+        key: _median([getattr(m, attr) for m in measurements]) for key, attr in fields.items()
+    }
+    out["trials"] = measurements[0].trials
+    out["runs"] = len(measurements)
+    return out
+
+
+def write_json(path: Path, runs: dict[str, list[Measurement]]) -> None:
+    """``{"submitit": {...}, "detflow": {...}}``; detflow's also holds its speed-ups."""
+    data = {key: side_json(ms) for key, ms in runs.items() if ms}
+    if "submitit" in data and "detflow" in data:
+        base, ours = data["submitit"], data["detflow"]
+        for key in ("all_submitted_s", "all_done_s"):
+            ours[f"{key[:-2]}_speedup_vs_submitit"] = base[key] / ours[key] if ours[key] else None
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def print_profile(path: Path, limit: int) -> None:
@@ -529,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=1, help="runs per side, alternating; medians shown"
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="write both sides' figures here"
+    )
     args = parser.parse_args(argv)
     keys = args.sides.split(",")
     sides = [side for side in SIDES if side.key in keys]
@@ -580,6 +666,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats > 1:
         print(f"medians of {args.repeats} runs per side")
     print(table(runs))
+    if args.json is not None:
+        write_json(args.json, runs)
+        print(f"written: {args.json}")
     return 0
 
 

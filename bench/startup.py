@@ -15,6 +15,9 @@ Each side is a fresh ``python APP.py`` process, timed from ``subprocess.run`` to
 - ``train.py``: the example entry point, ``+experiment=quadratic`` for one batch, against
   ``plain Hydra app, train.py's config``: a ``@hydra.main`` over train.py's own config
   (``conf/``: the same dataclasses, experiments and defaults list) whose task only reads it.
+  It imports the example's ``trials`` as train.py does (torch and scikit-learn with them,
+  since #16: the local launcher's fork server preloads what the task imports), so the
+  pair compares detflow's cost, not torch's import.
 
 The detflow app runs with ``DETFLOW_TENSORBOARD=0`` and once more with the TensorBoard
 writer on. The target is detflow / plain Hydra ≤ 1.15 (median wall time) for each pair.
@@ -127,11 +130,13 @@ if __name__ == "__main__":
 
 
 # A plain Hydra app over train.py's own config (conf/: the same dataclasses, experiments and
-# defaults list): the task function reads the config and returns; no detflow.main, no init.
+# defaults list) and train.py's imports: the task function reads the config and returns; no
+# detflow.main, no init.
 PLAIN_TRAIN = f"""
 import hydra
 
 import conf
+import trials  # train.py imports the example's trials (and torch) at top level too
 
 conf.register()
 

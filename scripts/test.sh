@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "install (torch 2.13.0 CPU build, detflow with [dev,examples])"
-python -m pip install --quiet "torch==2.13.0" -e ".[dev,examples]"
+step "install (torch 2.13.0 CPU build, detflow with [dev,examples,lightning,mlflow])"
+python -m pip install --quiet "torch==2.13.0" -e ".[dev,examples,lightning,mlflow]"
 
-step "a real one-node Slurm for the launcher tests (scripts/local-slurm.sh)"
+step "a real two-node Slurm for the launcher tests (scripts/local-slurm.sh)"
 if [ "$(id -u)" = 0 ]; then
     bash scripts/local-slurm.sh start
 elif bash scripts/local-slurm.sh status >/dev/null 2>&1; then

@@ -27,8 +27,10 @@ from detflow._core.merge import Source
 __all__ = [
     "CHECKPOINTS_DIR",
     "HPARAMS_FILE",
+    "JOURNAL_FILE",
     "LOCK_FILE",
     "METRICS_FILE",
+    "PARENT_FILE",
     "RESULTS_COLUMNS_HEAD",
     "RESULTS_COLUMNS_TAIL",
     "RESULTS_FILE",
@@ -60,10 +62,15 @@ RESULT_FILE = "result.json"
 HPARAMS_FILE = "hparams.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
+#: A pbt child's origin: ``{"parent": <trial id>, "batches": <its checkpoint's>}``, written
+#: by the sweep driver when it copies the parent's checkpoint into the child's directory.
+PARENT_FILE = "parent.json"
 
 # -- files of a sweep directory ---------------------------------------------------------------
 RESULTS_FILE = "results.csv"
 STATE_FILE = "searcher.json"
+#: The events since ``searcher.json`` was written (:mod:`detflow._core.journal`).
+JOURNAL_FILE = "searcher.journal.jsonl"
 LOCK_FILE = LOCK_NAME
 
 
@@ -336,10 +343,12 @@ def _bad_record(raw: bytes) -> str | None:
 # -- searcher.json: the search's state, which proves itself ----------------------------------
 @dataclass(frozen=True)
 class SavedSweep:
-    """What ``searcher.json`` holds: the searcher's state and the driver's own (restarts)."""
+    """What ``searcher.json`` holds: the searcher's state and the driver's own (restarts),
+    and how many of the search's events (``searcher.journal.jsonl``) they hold."""
 
     searcher: dict[str, Any]
     driver: dict[str, Any] = field(default_factory=dict)
+    events: int = 0
 
 
 class SweepState:
@@ -350,7 +359,7 @@ class SweepState:
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / STATE_FILE
-    >>> SweepState.write(path, {"trials": []}, {"restarts": {"0": 1}})
+    >>> _ = SweepState.write(path, {"trials": []}, {"restarts": {"0": 1}})
     >>> SweepState.read(path), SweepState.load(path).driver
     ({'trials': []}, {'restarts': {'0': 1}})
     >>> _ = path.write_text(path.read_text().replace("[]", "[1]"))
@@ -367,21 +376,33 @@ class SweepState:
     )
 
     @staticmethod
-    def _digest(searcher: Any, driver: Any = None) -> str:
+    def _digest(searcher: Any, driver: Any = None, events: Any = None) -> str:
         covered = searcher if driver is None else {"searcher": searcher, "driver": driver}
+        if events is not None:  # written with the journal: the count is covered too
+            covered = {"searcher": searcher, "driver": driver, "events": events}
         text = json.dumps(covered, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @classmethod
     def write(
-        cls, path: Path, searcher: Mapping[str, Any], driver: Mapping[str, Any] | None = None
-    ) -> None:
-        """Write the state with its version and checksum, atomically."""
+        cls,
+        path: Path,
+        searcher: Mapping[str, Any],
+        driver: Mapping[str, Any] | None = None,
+        *,
+        events: int | None = None,
+    ) -> int:
+        """Write the state with its version and checksum, atomically; ``events``: how many
+        of the search's journal events it holds. Returns the bytes written."""
         envelope: dict[str, Any] = {"version": cls.VERSION, "searcher": searcher}
         if driver is not None:
             envelope["driver"] = driver
-        envelope["sha256"] = cls._digest(searcher, driver)
-        write_atomic(path, json.dumps(envelope).encode())
+        if events is not None:
+            envelope["events"] = events
+        envelope["sha256"] = cls._digest(searcher, driver, events)
+        data = json.dumps(envelope).encode()
+        write_atomic(path, data)
+        return len(data)
 
     @classmethod
     def read(cls, path: Path) -> dict[str, Any] | None:
@@ -413,14 +434,26 @@ class SweepState:
         driver = envelope.get("driver")
         if driver is not None and not isinstance(driver, dict):
             raise ConfigError(str(path), "not a search state", cls._ADVICE)
-        if envelope.get("sha256") != cls._digest(searcher, driver):
+        events = envelope.get("events")
+        if events is not None and (type(events) is not int or events < 0):
+            raise ConfigError(str(path), "not a search state", cls._ADVICE)
+        if envelope.get("sha256") != cls._digest(searcher, driver, events):
             raise ConfigError(str(path), "its checksum does not match", cls._ADVICE)
-        return SavedSweep(searcher, driver or {})
+        return SavedSweep(searcher, driver or {}, events or 0)
 
 
 # -- results.csv: one row per trial, written whole by the sweeper -----------------------------
 RESULTS_COLUMNS_HEAD = ("trial_id", "status", "rung")
-RESULTS_COLUMNS_TAIL = ("batches", "best_metric", "last_metric", "restarts", "error", "dir")
+#: ``parent``: the trial whose checkpoint a pbt child started from (blank for the others).
+RESULTS_COLUMNS_TAIL = (
+    "batches",
+    "best_metric",
+    "last_metric",
+    "restarts",
+    "error",
+    "dir",
+    "parent",
+)
 
 
 def results_header(hparam_keys: Sequence[str], unit: str) -> list[str]:
@@ -497,6 +530,8 @@ def _bad_cell(row: Mapping[str, str]) -> str | None:
             return f"batches {value!r} is not an integer"
         if name == "restarts" and not _is_count(value):
             return f"restarts {value!r} is not a count"
+        if name == "parent" and not _is_count(value):
+            return f"parent {value!r} is not a trial number"
         if name in ("best_metric", "last_metric") and not _is_float(value):
             return f"{name} {value!r} is not a number"
         if name.startswith("length_") and not _is_fraction(value):

@@ -17,15 +17,18 @@ from detflow._core.keys import check_known_keys
 from detflow._core.merge import Precedence
 from detflow._core.schema import CheckpointStorageConfig, ExperimentConfig, SearcherConfig
 from detflow._core.text import shown
+from detflow._core.tracking import DEFAULT_TRACKING, Tracking, parse_tracking
 from detflow._core.units import BatchMath, Length, parse_length
 
 __all__ = [
     "ADAPTIVE_MODES",
     "MAX_RESTARTS",
+    "SAMPLERS",
     "SEARCHER_ALIASES",
     "SEARCHER_NAMES",
     "CheckpointPolicy",
     "Experiment",
+    "PbtSettings",
     "SearcherSettings",
 ]
 
@@ -40,7 +43,7 @@ _SEARCHER = SearcherConfig()  # the schema is the one table of defaults
 _EXPERIMENT = ExperimentConfig()
 _STORAGE = CheckpointStorageConfig()
 
-SEARCHER_NAMES = ("single", "grid", "random", "asha", "adaptive_asha")
+SEARCHER_NAMES = ("single", "grid", "random", "asha", "adaptive_asha", "bohb", "pbt")
 #: Determined's older searcher names -> the detflow searcher that does what they did.
 SEARCHER_ALIASES = {
     "adaptive": "adaptive_asha",
@@ -49,7 +52,22 @@ SEARCHER_ALIASES = {
 }
 #: ``searcher.mode`` of adaptive_asha (Determined's): how many brackets, how aggressive.
 ADAPTIVE_MODES = ("aggressive", "standard", "conservative")
+#: ``searcher.sampler`` of asha and adaptive_asha: how a new trial's hyperparameters are drawn.
+SAMPLERS = ("random", "tpe")
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class PbtSettings:
+    """``searcher.*`` of ``pbt``: the population, its generations' length (in
+    ``searcher.max_length``'s unit) and how it exploits and explores (checked in range by
+    the searcher)."""
+
+    population_size: int
+    perturb_every: Length
+    truncation_fraction: float = _SEARCHER.truncation_fraction
+    resample_probability: float = _SEARCHER.resample_probability
+    perturb_factor: float = _SEARCHER.perturb_factor
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,12 @@ class SearcherSettings:
     space: dict[str, Any]
     mode: str = _SEARCHER.mode
     bracket_rungs: tuple[int, ...] = ()
+    #: pbt's population and generations (None for the other searchers)
+    pbt: PbtSettings | None = None
+    #: the bottom rung of asha, adaptive_asha and bohb (None: from max_rungs)
+    min_length: Length | None = None
+    sampler: str = _SEARCHER.sampler
+    random_fraction: float = _SEARCHER.random_fraction
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,7 @@ class Experiment:
     max_restarts: int = _EXPERIMENT.max_restarts
     perform_initial_validation: bool = _EXPERIMENT.perform_initial_validation
     checkpoint_storage: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    tracking: tuple[Tracking, ...] = DEFAULT_TRACKING
     notices: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -164,13 +189,14 @@ class Experiment:
         space = _get(searcher_cfg, "searcher.space", {})
         if not isinstance(space, Mapping):
             raise ConfigError("searcher.space", space, "a mapping of dotted keys to sweep values")
+        max_length = _length(searcher_cfg, "searcher.max_length", _SEARCHER.max_length, notices)
         searcher = SearcherSettings(
             name=name,
             metric=_string(searcher_cfg, "searcher.metric", _SEARCHER.metric),
             smaller_is_better=_boolean(
                 searcher_cfg, "searcher.smaller_is_better", _SEARCHER.smaller_is_better
             ),
-            max_length=_length(searcher_cfg, "searcher.max_length", _SEARCHER.max_length, notices),
+            max_length=max_length,
             max_trials=_max_trials(searcher_cfg, name),
             max_concurrent_trials=_positive(
                 searcher_cfg, "searcher.max_concurrent_trials", _SEARCHER.max_concurrent_trials
@@ -182,6 +208,12 @@ class Experiment:
             space=dict(space),
             mode=_choice(searcher_cfg, "searcher.mode", _SEARCHER.mode, ADAPTIVE_MODES),
             bracket_rungs=_bracket_rungs(searcher_cfg),
+            pbt=_pbt(searcher_cfg, max_length, notices) if name == "pbt" else None,
+            min_length=_min_length(searcher_cfg, max_length, notices),
+            sampler=_choice(searcher_cfg, "searcher.sampler", _SEARCHER.sampler, SAMPLERS),
+            random_fraction=_fraction(
+                searcher_cfg, "searcher.random_fraction", _SEARCHER.random_fraction
+            ),
         )
         hparams = _get(cfg, "hyperparameters", _MISSING)
         if hparams is _MISSING or not isinstance(hparams, Mapping):
@@ -236,6 +268,7 @@ class Experiment:
                 cfg, "perform_initial_validation", _EXPERIMENT.perform_initial_validation
             ),
             checkpoint_storage=_checkpoint_policy(_section(cfg, "checkpoint_storage")),
+            tracking=parse_tracking(_get(cfg, "tracking", [t.value for t in DEFAULT_TRACKING])),
             notices=tuple(notices),
         )
 
@@ -281,7 +314,7 @@ def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 #: Searchers whose trial count is theirs to know: single runs one, grid one per point.
-_COUNTED = ("single", "grid")
+_COUNTED = ("single", "grid", "pbt")  # pbt: searcher.population_size
 
 
 def _max_trials(searcher_cfg: Mapping[str, Any], name: str) -> int:
@@ -318,6 +351,54 @@ def _bracket_rungs(searcher_cfg: Mapping[str, Any]) -> tuple[int, ...]:
     ):
         raise ConfigError(key, list(rungs), expected)
     return rungs
+
+
+def _pbt(searcher_cfg: Mapping[str, Any], max_length: Length, notices: list[str]) -> PbtSettings:
+    """``searcher.population_size`` and ``searcher.perturb_every`` (both required: no
+    default population or generation fits every model) and pbt's other keys."""
+    population = _positive(searcher_cfg, "searcher.population_size", _MISSING, maximum=MAX_TRIALS)
+    every = _length(searcher_cfg, "searcher.perturb_every", _MISSING, notices)
+    if every.unit is not max_length.unit:
+        raise ConfigError(
+            "searcher.perturb_every",
+            str(every),
+            f"a length in searcher.max_length's unit ({max_length.unit.value}), "
+            f"e.g. '1 {max_length.unit.value}'",
+        )
+    numbers: dict[str, float] = {}
+    for leaf in ("truncation_fraction", "resample_probability", "perturb_factor"):
+        key = f"searcher.{leaf}"
+        value = _get(searcher_cfg, key, getattr(_SEARCHER, leaf))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, value, "a number")
+        numbers[leaf] = float(value)
+    return PbtSettings(population, every, **numbers)
+
+
+def _min_length(
+    searcher_cfg: Mapping[str, Any], max_length: Length, notices: list[str]
+) -> Length | None:
+    """``searcher.min_length``: null, or a length in ``max_length``'s unit up to it."""
+    if _get(searcher_cfg, "searcher.min_length", None) is None:
+        return None
+    length = _length(searcher_cfg, "searcher.min_length", None, notices)
+    unit = max_length.unit.value
+    if length.unit is not max_length.unit or length.value > max_length.value:
+        raise ConfigError(
+            "searcher.min_length",
+            str(length),
+            f"null or a length in searcher.max_length's unit ({unit}) up to searcher.max_length "
+            f"({max_length.value} {unit}), e.g. {{{unit}: 1}}",
+        )
+    return length
+
+
+def _fraction(cfg: Mapping[str, Any], key: str, default: float) -> float:
+    """A number from 0 to 1."""
+    value = _get(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(key, value, "a number from 0 to 1")
+    return float(value)
 
 
 def _get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:

@@ -39,6 +39,14 @@ class SearcherConfig:
     max_rungs: int = 5
     mode: str = "standard"  # adaptive_asha: aggressive | standard | conservative
     bracket_rungs: list[int] = field(default_factory=list)  # adaptive_asha: rungs per bracket
+    min_length: Any = None  # asha, adaptive_asha, bohb: the bottom rung (null: from max_rungs)
+    sampler: str = "random"  # asha, adaptive_asha: random | tpe (bohb: always tpe)
+    random_fraction: float = 1 / 3  # tpe sampler, bohb: the share of proposals drawn at random
+    population_size: Optional[int] = None  # noqa: UP045 - pbt: required (trials at once)
+    perturb_every: Any = None  # pbt: a length (required) that divides max_length
+    truncation_fraction: float = 0.25  # pbt: the bottom share replaced by top trials' children
+    resample_probability: float = 0.25  # pbt: a choice is drawn again with this probability
+    perturb_factor: float = 0.2  # pbt: numbers times 1 - or 1 + this
     space: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,3 +113,6 @@ class ExperimentConfig:
     #: one validation before the first batch (reported at batch 0), not repeated on resume
     perform_initial_validation: bool = False
     checkpoint_storage: CheckpointStorageConfig = field(default_factory=CheckpointStorageConfig)
+    #: where reports go besides metrics.jsonl: tensorboard (event files), mlflow (a run per
+    #: trial, to MLFLOW_TRACKING_URI)
+    tracking: list[str] = field(default_factory=lambda: ["tensorboard"])

@@ -35,6 +35,7 @@ from detflow._core.errors import ConfigError, CorruptCheckpoint, TrialError
 from detflow._core.experiment import Experiment
 from detflow._core.files import write_atomic
 from detflow._core.text import number_text
+from detflow._core.tracking import Tracking
 from detflow._core.units import Length, Unit
 from detflow._harness import preemption
 from detflow._harness.checkpoint import CheckpointStore
@@ -50,6 +51,7 @@ from detflow._harness.metrics import (
 from detflow._harness.progress import Progress, make_progress
 from detflow._harness.schedule import Decision, Plan, Schedule
 from detflow._harness.tensorboard import ScalarWriter, open_writer
+from detflow._harness.tracking import Tracker, open_trackers
 
 __all__ = [
     "VALIDATION_PREFIX",
@@ -261,6 +263,7 @@ class Session:
         self._stop_noted = False
         self._metrics: MetricsFile | None = None
         self._tensorboard: ScalarWriter | None = None
+        self._trackers: list[Tracker] = []  # tracking's others (mlflow), the chief's
         self._bar: Progress | None = None
         self._closed = False
         _POSITION.counters, _POSITION.failed_at = self.counters, None
@@ -272,7 +275,11 @@ class Session:
         if self.is_chief:
             with _writing():
                 self._metrics = MetricsFile(self.run_dir / METRICS_FILE)
-                self._tensorboard = open_writer(self.run_dir, start_batches=self.counters.batches)
+                if Tracking.TENSORBOARD in self.experiment.tracking:
+                    self._tensorboard = open_writer(
+                        self.run_dir, start_batches=self.counters.batches
+                    )
+            self._trackers = open_trackers(self.experiment, self.run_dir)
 
     def open_bar(self) -> None:
         """Show the progress bar (the chief's, on a terminal) as training begins."""
@@ -293,6 +300,8 @@ class Session:
         self.close_bar()
         if self._metrics is not None:
             self._metrics.close()
+        for tracker in self._trackers:
+            tracker.close(failing=failing)
         writer, self._tensorboard = self._tensorboard, None
         if writer is not None:
             try:
@@ -311,6 +320,8 @@ class Session:
             trial_result = self._trial_result(status)
             with _writing():
                 trial_result.write(self.run_dir)
+            for tracker in self._trackers:
+                tracker.finish(trial_result)
             log.info(self._summary(trial_result))
         return result
 
@@ -320,8 +331,11 @@ class Session:
         self.close(failing=True)
         if self.is_chief:
             refusal = Refusal(error.key, str(error.value), error.expected)
+            refused = self._trial_result(RunEnd.REFUSED, refusal)
             with _writing():
-                self._trial_result(RunEnd.REFUSED, refusal).write(self.run_dir)
+                refused.write(self.run_dir)
+            for tracker in self._trackers:
+                tracker.finish(refused)
         raise error
 
     def note_failure(self, batch: int) -> None:
@@ -631,6 +645,8 @@ class Session:
                 self._tensorboard.write(kind, window.metrics, counters.batches)
         except OSError as exc:
             raise write_error(exc, self._tensorboard.path if self._tensorboard else "") from exc
+        for tracker in self._trackers:
+            tracker.report(kind, window.metrics, counters.batches)
 
     def _trial_result(self, status: RunEnd, refused: Refusal | None = None) -> TrialResult:
         """``result.json``: how the run ended, read by the sweeper and ``detflow summary``."""

@@ -11,7 +11,9 @@ wraps it (``hydra._internal.hydra.run_job``, the name ``Hydra.run`` calls) to pu
 directory back byte for byte when the task ends with a config error (exit status 2).
 
 Both were checked against the Hydra versions in :data:`CHECKED_HYDRA_VERSIONS`; a test pins
-them, so a new Hydra release is looked at before it is trusted.
+them, so a new Hydra release is looked at before it is trusted. So was the part of Hydra's
+composition that :mod:`detflow._hydra.derive` replays per trial (compose once): under
+another release it leaves every trial to Hydra's own ``load_sweep_config``.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ def register_experiment(name: str, node: Any, *, group: str = "experiment") -> N
     from omegaconf import DictConfig
 
     _SCHEMAS.pop((group, name), None)
+    if dataclasses.is_dataclass(node) and _made_by_hydra_zen(node):
+        node = _plain_values(node)  # checked against the root's schema, as a dict is
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         unnamed = isinstance(node, ExperimentConfig) and node.name == ExperimentConfig.name
         if isinstance(node, ExperimentConfig):
@@ -56,7 +58,37 @@ def register_experiment(name: str, node: Any, *, group: str = "experiment") -> N
             node["name"] = name
     elif isinstance(node, Mapping) and not isinstance(node, DictConfig) and "name" not in node:
         node = {"name": name, **node}
+    if isinstance(node, dict) and node.get("name") is None:
+        node["name"] = name
     ConfigStore.instance().store(group=group, name=name, node=node, package="_global_")
+
+
+#: Keys hydra-zen's ``builds`` adds for ``hydra.utils.instantiate``: not experiment keys,
+#: dropped where the experiment's own keys are (kept inside ``hyperparameters``).
+_INSTANTIATE_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_")
+
+
+def _made_by_hydra_zen(node: Any) -> bool:
+    """A dataclass type (``make_config`` / ``builds`` make types), or one made of
+    ``builds(...)`` (its ``_target_``), rather than an instance of the user's own class."""
+    return isinstance(node, type) or any(f.name == "_target_" for f in dataclasses.fields(node))
+
+
+def _plain_values(node: Any) -> dict[str, Any]:
+    """A hydra-zen config's values as plain containers, without the ``instantiate`` keys
+    of ``builds`` outside ``hyperparameters``."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(OmegaConf.structured(node), resolve=False)
+    assert isinstance(values, dict)
+    sections = [values, *(v for k, v in values.items() if k != "hyperparameters")]
+    for section in sections:
+        if isinstance(section, dict):
+            for key in _INSTANTIATE_KEYS:
+                section.pop(key, None)
+    if values.get("name") == ExperimentConfig.name:  # the schema's default: not set
+        values["name"] = None  # filled in below with the registered name
+    return {str(k): v for k, v in values.items()}
 
 
 def root_schema() -> type[ExperimentConfig]:

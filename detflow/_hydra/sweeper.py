@@ -58,7 +58,9 @@ from detflow._core.paths import has_path, set_path
 from detflow._core.text import number_text, shown
 from detflow._core.units import BatchMath, Length, Unit
 from detflow._harness import preemption
+from detflow._hydra import detach
 from detflow._hydra.config import load_config
+from detflow._hydra.derive import compose_once
 from detflow._search.driver import (
     LengthFormatter,
     SweepDriver,
@@ -368,6 +370,10 @@ def _make_searcher(plan: _Plan) -> Searcher:
         bracket_rungs=settings.bracket_rungs,
         max_concurrent_trials=settings.max_concurrent_trials,
         steps_of=steps_of,
+        pbt=settings.pbt,
+        min_length=None if settings.min_length is None else settings.min_length.value,
+        sampler=settings.sampler,
+        random_fraction=settings.random_fraction,
     )
 
 
@@ -415,6 +421,7 @@ class BlockingLauncherAdapter:
     def __init__(self, launcher: Launcher) -> None:
         self.launcher = launcher
         self.queued: list[tuple[int, list[str]]] = []
+        compose_once(launcher)  # hydra/launcher=basic: each job's config derived, not composed
 
     def start(self, trial_id: int, overrides: list[str]) -> None:
         self.queued.append((trial_id, overrides))
@@ -477,6 +484,18 @@ def run_sweep(config: DictConfig, launcher: Launcher, arguments: Sequence[str]) 
 
     if isinstance(launcher, PrintsScripts) and launcher.dry_run:
         return _dry_run(launcher, searcher, overrides_for, exp.searcher.max_concurrent_trials)
+    try:  # hydra.sweeper.detach=true: the driver goes to a Slurm job of its own (detach.py)
+        detached = detach.before_search(
+            config,
+            sweep_dir,
+            n_points,
+            exp.searcher.max_concurrent_trials,
+            f"hydra.sweep.dir={_render(str(sweep_dir.absolute()))}",
+        )
+    except ConfigError as exc:
+        refuse(exc)
+    if detached is not None:
+        return SweepSummary([], None, 0)
     trial_launcher = (
         launcher if isinstance(launcher, TrialLauncher) else BlockingLauncherAdapter(launcher)
     )

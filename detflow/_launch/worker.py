@@ -3,12 +3,14 @@
 ``python -m detflow._launch.worker SHARED JOB RESULT`` (local launcher): ``SHARED`` holds the
 pickled Hydra context, task function and Hydra's global state (written once per sweep),
 ``JOB`` the job's config; the outcome is written to ``RESULT``. The Slurm launcher calls
-:func:`run_job_outcome` inside its submitit job.
+:func:`run_job_outcome` inside its submitit job, on a config the node composes itself
+(:func:`compose_job`, from the sweep's master config in ``SHARED``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import sys
 import traceback
@@ -113,8 +115,19 @@ def job_return(
     return ret
 
 
-def write_shared_payload(directory: Path, hydra_context: Any, task_function: Any) -> Path:
-    """Pickle what every job of a sweep shares (once), for :func:`run_job_outcome`."""
+def write_shared_payload(
+    directory: Path,
+    hydra_context: Any,
+    task_function: Any,
+    *,
+    master_config: Any = None,
+) -> Path:
+    """Pickle what every job of a sweep shares (once), for :func:`run_job_outcome`; with
+    ``master_config`` (the sweep's config) a job can compose its own (:func:`compose_job`).
+
+    Written atomically (a temporary file, then renamed): a job that starts while a resumed
+    sweep writes it again reads the old file or the new one, never half of one.
+    """
     from hydra.core.singleton import Singleton
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -123,9 +136,31 @@ def write_shared_payload(directory: Path, hydra_context: Any, task_function: Any
         "hydra_context": hydra_context,
         "task_function": task_function,
         "singleton_state": Singleton.get_state(),
+        "master_config": master_config,
     }
-    path.write_bytes(cloudpickle.dumps(payload))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(cloudpickle.dumps(payload))
+    tmp.replace(path)
     return path
+
+
+def compose_job(shared: dict[str, Any], trial_id: int, overrides: list[str]) -> Any:
+    """The job's config, composed where it runs: the sweep's master config (in ``shared``,
+    see :func:`write_shared_payload`) with the job's Hydra ``overrides``, and its job id
+    and number, as the launchers' :meth:`~detflow._launch.base.TrialProcesses.compose` does
+    in the driver."""
+    from hydra.core.singleton import Singleton
+    from omegaconf import open_dict
+
+    master = shared.get("master_config")
+    if master is None:
+        raise ValueError("the launch file holds no master config: written by an older detflow")
+    Singleton.set_state(shared["singleton_state"])  # the ConfigStore's entries, first
+    config = shared["hydra_context"].config_loader.load_sweep_config(master, list(overrides))
+    with open_dict(config):
+        config.hydra.job.id = str(trial_id)
+        config.hydra.job.num = trial_id
+    return config
 
 
 def run(shared_path: Path, job_path: Path, result_path: Path) -> int:

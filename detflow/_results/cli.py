@@ -1,5 +1,6 @@
 """The ``detflow`` command: ``summary``, ``plot`` and ``explain`` of run and sweep directories,
-``import-determined`` of a Determined AI experiment config.
+``status`` and ``cancel`` of a sweep and its Slurm jobs, ``import-determined`` of a
+Determined AI experiment config.
 
 Examples
 --------
@@ -124,9 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "--color-by",
         metavar="KEY",
-        help="colour the curves by this swept hyperparameter (lr or hyperparameters.lr) or "
-        "by 'metric' (each trial's best); default: the first swept hyperparameter in the "
-        "search's order, else the metric",
+        help="colour the curves by this swept hyperparameter (lr or hyperparameters.lr), "
+        "by 'metric' (each trial's best) or by 'trial' (each its own colour); default: "
+        "'trial' for a pbt sweep, else the first swept hyperparameter in the search's "
+        "order, else the metric",
     )
     plot.set_defaults(handler=_plot)
 
@@ -150,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("dir", type=Path, help="the project's directory (created if missing)")
     new.set_defaults(handler=_new)
     _add_import_determined(commands)
+    _add_status_and_cancel(commands)
     return parser
 
 
@@ -476,6 +479,48 @@ def _new(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot write {args.dir}: {why}") from None
     print(f"wrote {args.dir}: {', '.join(p.name for p in written)}")
     print(f"next: {next_command(args.dir)}  (README.md there: a search, resume, Slurm)")
+    return 0
+
+
+# -- status, cancel (detflow._results.status) ---------------------------------------------------
+def _add_status_and_cancel(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="a sweep's trials by status, its Slurm jobs and its detached driver",
+        description="The trials of a sweep by status, the trial jobs Slurm has queued or "
+        "running, and the state of the driver job of a detached sweep "
+        "(hydra.sweeper.detach=true). Works while the sweep runs.",
+    )
+    status.add_argument("dir", type=Path, help="a sweep directory")
+    status.add_argument("--json", action="store_true", help="JSON on stdout, for scripts")
+    status.set_defaults(handler=_status)
+    cancel = commands.add_parser(
+        "cancel",
+        help="stop a sweep's driver job and its trial jobs; the same command resumes it",
+        description="Stop the driver job of a detached sweep (it saves its state), ask the "
+        "running trial jobs to checkpoint, then cancel them. The sweep's state is kept: the "
+        "command that started it resumes it (printed at the end).",
+    )
+    cancel.add_argument("dir", type=Path, help="a sweep directory")
+    cancel.set_defaults(handler=_cancel)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from detflow._results.status import sweep_status
+
+    found = sweep_status(args.dir)
+    if args.json:
+        json.dump(found.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print("\n".join(found.lines()))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from detflow._results.status import cancel_sweep
+
+    print("\n".join(cancel_sweep(args.dir).lines()))
     return 0
 
 

@@ -3,8 +3,9 @@
 Takes the configs of every Determined version from 0.13 to 0.38: lengths as ``{batches: N}``,
 ``{records: N}``, ``{epochs: N}``, the Core API's bare ``max_length: N`` and 0.38's
 ``time_metric`` / ``max_time``; searchers ``single``, ``grid``, ``random``, ``adaptive_asha``,
-``async_halving`` and the older ``adaptive`` (``budget``), ``adaptive_simple``,
-``sync_halving``; Determined's hyperparameter syntax is kept as written (detflow reads it).
+``async_halving``, ``pbt`` (to 0.18) and the older ``adaptive`` (``budget``),
+``adaptive_simple``, ``sync_halving``; Determined's hyperparameter syntax is kept as written
+(detflow reads it).
 :func:`import_config` maps the config; every top-level key gets one :class:`Entry`: the
 detflow keys it became, or the detflow way of doing what it did. :func:`module_text` writes
 the Python module that defines and registers the experiment.
@@ -60,6 +61,7 @@ _SEARCHERS = {
     "adaptive": "adaptive_asha",
     "adaptive_simple": "adaptive_asha",
     "sync_halving": "asha",
+    "pbt": "pbt",
 }
 _UNITS = ("records", "batches", "epochs")
 #: A batch size written where Determined gave none, for the module to load; the report
@@ -240,7 +242,7 @@ def _searcher(key: str, value: Any, ctx: _Context) -> Entry:
         name = "random" if dims else "single"
         details.append(
             f"searcher.name {given}: not in detflow; {name} written (detflow searches with "
-            "single, grid, random, asha, adaptive_asha)"
+            "single, grid, random, asha, adaptive_asha, pbt)"
         )
     elif name == "single" and dims:
         name = "random"
@@ -261,6 +263,8 @@ def _searcher(key: str, value: Any, ctx: _Context) -> Entry:
         out["max_length"] = length
     if name in ("asha", "adaptive_asha"):
         _rungs(value, name, out, details, used)
+    if name == "pbt":
+        _pbt(value, out, details, used)
     trials = value.get("max_trials")
     if isinstance(trials, int) and not isinstance(trials, bool) and trials > 0:
         out.setdefault("max_trials", trials)
@@ -397,6 +401,42 @@ def _rungs(
                 details.append(f"searcher.bracket_rungs {rungs_list!r}: not rung counts: left out")
 
 
+def _pbt(value: Mapping[str, Any], out: dict[str, Any], details: list[str], used: set[str]) -> None:
+    """Determined's pbt: ``population_size``; ``num_rounds`` of ``length_per_round`` ->
+    ``max_length`` and ``perturb_every``; ``replace_function.truncate_fraction`` ->
+    ``truncation_fraction``; ``explore_function``'s ``resample_probability`` and
+    ``perturb_factor`` as they are."""
+    population = value.get("population_size")
+    if isinstance(population, int) and not isinstance(population, bool) and population > 0:
+        used.add("population_size")
+        out["population_size"] = population
+    per_round = _length(value.get("length_per_round"), "searcher.length_per_round", details)
+    rounds = value.get("num_rounds")
+    if per_round is not None:
+        used.add("length_per_round")
+        out["perturb_every"] = per_round
+        if isinstance(rounds, int) and not isinstance(rounds, bool) and rounds > 0:
+            used.add("num_rounds")
+            amount, unit = per_round.split()
+            out.setdefault("max_length", f"{int(amount) * rounds} {unit}")
+            details.append(
+                f"searcher.num_rounds {rounds} x length_per_round {per_round} -> max_length "
+                f"{out['max_length']}, perturb_every {per_round}"
+            )
+    for section, leaf, key in (
+        ("replace_function", "truncate_fraction", "truncation_fraction"),
+        ("explore_function", "resample_probability", "resample_probability"),
+        ("explore_function", "perturb_factor", "perturb_factor"),
+    ):
+        given = value.get(section)
+        number = given.get(leaf) if isinstance(given, Mapping) else None
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            used.add(section)
+            out[key] = number
+            if leaf != key:
+                details.append(f"searcher.{section}.{leaf} {number} -> {key}")
+
+
 def _concurrency(
     value: Mapping[str, Any], name: str, out: dict[str, Any], details: list[str], used: set[str]
 ) -> None:
@@ -417,6 +457,8 @@ def _concurrency(
         at_once = DETERMINED_CONCURRENCY
         if isinstance(trials, int):
             at_once = min(at_once, trials)
+        if name == "pbt" and isinstance(out.get("population_size"), int):
+            at_once = min(at_once, out["population_size"])
         details.append(
             f"searcher.max_concurrent_trials: Determined's default {DETERMINED_CONCURRENCY} "
             f"-> {at_once} (detflow's default is 1)"
@@ -425,7 +467,7 @@ def _concurrency(
 
 
 def _as_many_as_possible(name: str, out: Mapping[str, Any]) -> int:
-    given = out.get("max_trials")
+    given = out.get("population_size" if name == "pbt" else "max_trials")
     trials = given if isinstance(given, int) else DETERMINED_CONCURRENCY
     divisor = int(out.get("divisor", 4))
     rungs = int(out.get("max_rungs", 5))

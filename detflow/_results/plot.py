@@ -5,10 +5,12 @@ against the training length in the chosen unit. Curves are coloured by one swept
 hyperparameter (``--color-by``; by default the first one the search sweeps, in its order) or by
 each trial's best metric: a colour bar for a numeric key with many values, a compact legend
 of its values otherwise, either in a side panel a fifth of the figure wide, beside the best
-trials listed best first. ASHA's rungs are dotted vertical lines, their lengths on a top axis
-(labels that would touch are left out, never drawn over each other); the best trial is drawn
-thick and outlined. matplotlib is imported here only, and only its Agg canvas is used: no
-display, no global backend switch.
+trials listed best first. ASHA's rungs (pbt's generations) are dotted vertical lines, their
+lengths on a top axis (labels that would touch are left out, never drawn over each other); the
+best trial is drawn thick and outlined. A pbt sweep's lineage is drawn: a dashed line from the
+point of the parent's curve where a child copied its checkpoint to the child's first point,
+each trial (population member) in a colour of its own by default. matplotlib is imported here
+only, and only its Agg canvas is used: no display, no global backend switch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from detflow._core.artifacts import TrialStatus
+from detflow._core.artifacts import RESULTS_FILE, TrialStatus, read_results_csv
 from detflow._core.errors import ConfigError
 from detflow._core.text import short_names
 from detflow._core.units import BatchMath, Length, Unit
@@ -32,9 +34,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "LINEAGE",
     "METRIC",
     "RUNGS",
     "SIDE",
+    "TRIAL",
     "Colouring",
     "colouring",
     "default_x",
@@ -44,6 +48,10 @@ __all__ = [
 
 #: ``--color-by metric``: colour each trial by its best ``searcher.metric``.
 METRIC = "metric"
+#: ``--color-by trial``: each trial its own colour (a pbt sweep's default: one per member).
+TRIAL = "trial"
+#: The label (``Artist.get_label``) of a line from a parent's curve to its pbt child's.
+LINEAGE = "detflow-lineage"
 #: The labels (``Artist.get_label``) of the side panel and of the rungs' axis.
 SIDE, RUNGS = "detflow-side", "detflow-rungs"
 _TRAIN_KEYS = ("loss", "train_loss", "training_loss")
@@ -159,6 +167,10 @@ def figure(
         colour = palette[id(curve)]
         _draw(top, curve.val, curve, colour, markers=True, solo=not many, thin=thin)
         _draw(bottom, curve.train, curve, colour, markers=False, solo=not many, thin=thin)
+    if isinstance(target, SweepDir):
+        parents = lineage(target)
+        _links(top, curves, parents, palette, lambda c: c.val)
+        _links(bottom, curves, parents, palette, lambda c: c.train)
 
     scale = _scale(yscale, [y for c in curves for y in c.val[1]])
     top.set_yscale(scale)
@@ -194,9 +206,10 @@ def colouring(
 ) -> Colouring:
     """Colours for ``trials`` (id -> (hyperparameters, best metric)) of ``sweep``.
 
-    ``color_by`` names a swept key (in full or without ``hyperparameters.``) or
-    :data:`METRIC`; by default the first swept key with more than one value, in the
-    search's order, else the metric. A numeric key with many values (and the metric) gets a
+    ``color_by`` names a swept key (in full or without ``hyperparameters.``),
+    :data:`METRIC` or :data:`TRIAL` (each trial its own colour); by default :data:`TRIAL` for
+    a pbt sweep (one that has children), else the first swept key with more than one value,
+    in the search's order, else the metric. A numeric key with many values (and the metric) gets a
     colour bar; any other key one legend entry per value, each its own colour. A key the sweep
     did not sweep is a :class:`ConfigError` naming ``--color-by`` and the accepted keys.
 
@@ -218,6 +231,8 @@ def colouring(
     """
     keys = sweep.keys or sorted({k for hparams, _ in trials.values() for k in hparams})
     key = _colour_key(sweep, keys, trials, color_by)
+    if key == TRIAL:
+        return _categorical(TRIAL, TRIAL, {i: i for i in sorted(trials)}, numeric=False)
     if key == METRIC:
         values = {i: score for i, (_, score) in trials.items()}
         title = f"best {sweep.metric}"
@@ -238,6 +253,8 @@ def _colour_key(
     trials: dict[int, tuple[dict[str, Any], float | None]],
     asked: str | None,
 ) -> str:
+    if asked == TRIAL or (asked is None and lineage(sweep)):
+        return TRIAL
     if asked is None:
         for key in keys:
             seen = {_category(h.get(key)) for h, _ in trials.values() if key in h}
@@ -249,8 +266,10 @@ def _colour_key(
     for key in keys:
         if asked in (key, key.removeprefix("hyperparameters.")):
             return key
-    names = [*short_names(keys).values(), METRIC]
-    raise ConfigError("--color-by", asked, f"a swept key or metric: one of {', '.join(names)}")
+    names = [*short_names(keys).values(), METRIC, TRIAL]
+    raise ConfigError(
+        "--color-by", asked, f"a swept key, metric or trial: one of {', '.join(names)}"
+    )
 
 
 def _bar(key: str, title: str, values: dict[int, Any]) -> Colouring:
@@ -481,8 +500,55 @@ def _rungs(
     axis.set_label(RUNGS)
     axis.set_xticks(list(where), labels=[format_number(r) for r in target.rung_lengths], fontsize=8)
     axis.tick_params(colors="0.3", length=3)
-    axis.set_xlabel(f"ASHA rungs ({unit.value}; dotted lines)", fontsize=8, color="0.3")
+    rungs = "pbt generations" if target.searcher == "pbt" else "ASHA rungs"
+    axis.set_xlabel(f"{rungs} ({unit.value}; dotted lines)", fontsize=8, color="0.3")
     return axis
+
+
+def lineage(sweep: SweepDir) -> dict[int, int]:
+    """Each pbt child's parent (``results.csv``'s ``parent``): empty for other searches.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp())
+    >>> _ = (path / RESULTS_FILE).write_text("trial_id,status,rung,parent\\n0,COMPLETED,1,\\n"
+    ...                                      "1,COMPLETED,1,0\\n")
+    >>> lineage(SweepDir(path, [], "validation_loss", True, None, "pbt"))
+    {1: 0}
+    """
+    _, rows = read_results_csv(sweep.path / RESULTS_FILE)
+    return {int(row["trial_id"]): int(row["parent"]) for row in rows if row.get("parent", "") != ""}
+
+
+def _links(
+    ax: Axes,
+    curves: list[_Curve],
+    parents: dict[int, int],
+    palette: dict[int, Any],
+    series_of: Any,
+) -> None:
+    """A dashed line, in the child's colour, from the parent's last point before the child's
+    first (where it copied the checkpoint: a resumed run validates after it) to the child's
+    first point."""
+    by_id = {c.trial_id: c for c in curves if c.trial_id is not None}
+    for child_id, parent_id in sorted(parents.items()):
+        child, parent = by_id.get(child_id), by_id.get(parent_id)
+        if child is None or parent is None:
+            continue
+        (cx, cy), (px, py) = series_of(child), series_of(parent)
+        before = [i for i, x in enumerate(px) if cx and x < cx[0]]
+        if not before:
+            continue
+        i = before[-1]
+        ax.plot(
+            [px[i], cx[0]],
+            [py[i], cy[0]],
+            color=palette[id(child)],
+            linestyle="--",
+            linewidth=1.1,
+            alpha=0.9,
+            zorder=6,  # above the parent's curve, which it leaves
+            label=LINEAGE,
+        )
 
 
 def _declutter(fig: Figure, axis: Any) -> None:

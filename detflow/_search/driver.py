@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import os
+import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,6 +22,8 @@ from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from detflow._core.artifacts import (
     CHECKPOINTS_DIR,
+    JOURNAL_FILE,
+    PARENT_FILE,
     RESULTS_FILE,
     STATE_FILE,
     RunEnd,
@@ -27,13 +33,30 @@ from detflow._core.artifacts import (
     results_header,
     results_row,
 )
-from detflow._core.checkpoints import retain
+from detflow._core.checkpoints import (
+    BEST_POINTER,
+    LATEST_POINTER,
+    checkpoint_metric,
+    pointer,
+    retain,
+)
 from detflow._core.errors import ConfigError
 from detflow._core.experiment import CheckpointPolicy
-from detflow._core.files import DirectoryLock, write_atomic
+from detflow._core.files import DirectoryLock, fsync_dir, write_atomic
+from detflow._core.journal import EventJournal
 from detflow._core.schema import ExperimentConfig
 from detflow._core.text import fraction_text, hparams_text, number_text
+from detflow._search.pbt import PbtSearcher
 from detflow._search.searchers import Job, Searcher, TrialRecord, rank_key
+from detflow._search.state_store import (
+    EventKind,
+    SnapshotPolicy,
+    SweepStore,
+    ask_event,
+    count_event,
+    replay,
+    tell_event,
+)
 
 __all__ = [
     "LengthFormatter",
@@ -173,7 +196,8 @@ class SweepDriver:
     launcher:
         Starts trials and reports when they end.
     sweep_dir:
-        Holds ``searcher.json``, ``results.csv`` and one directory per trial.
+        Holds ``searcher.json`` (and ``searcher.journal.jsonl``, the events since it),
+        ``results.csv`` and one directory per trial.
     overrides_for:
         The Hydra overrides of a job (its hyperparameters, length, directory).
     max_concurrent:
@@ -191,6 +215,9 @@ class SweepDriver:
     checkpoints:
         Which checkpoints of an ended trial are kept (``checkpoint_storage``); pruned only
         once the state says the trial ended, never one a promotion or a resume needs.
+    snapshots:
+        When a save writes the whole state rather than appending its events to the
+        journal (:class:`~detflow._search.state_store.SnapshotPolicy`).
     """
 
     def __init__(
@@ -205,6 +232,7 @@ class SweepDriver:
         length_text: LengthFormatter | None = None,
         max_restarts: int = _DEFAULTS.max_restarts,
         checkpoints: CheckpointPolicy | None = None,
+        snapshots: SnapshotPolicy | None = None,
     ) -> None:
         self.searcher = searcher
         self.launcher = launcher
@@ -223,13 +251,15 @@ class SweepDriver:
         self._restarts: dict[int, int] = {}  # trial id -> restarts so far (in the state)
         self._raised_at: dict[int, int] = {}  # trial id -> batch its code last raised at
         self._pruned: dict[int, bool] = {}  # trial id -> all its checkpoints deleted (or kept)
+        self._store = SweepStore(sweep_dir, snapshots or SnapshotPolicy())  # the state on disk
 
     def trial_dir(self, trial_id: int) -> Path:
         """Where trial ``trial_id`` writes its run (Hydra's ``hydra.sweep.subdir``)."""
         return self.sweep_dir / str(trial_id)
 
     def run(self) -> SweepSummary:
-        """Search until the searcher is done; write state and results after every event."""
+        """Search until the searcher is done; every event is on disk before the sweep acts
+        on it (the journal, or the whole state: :meth:`_save_state`)."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock.acquire(self.sweep_dir)
         if lock is None:
@@ -253,7 +283,7 @@ class SweepDriver:
                 while (
                     self._refusal is None and len(self._running) + len(asked) < self.max_concurrent
                 ):
-                    new = self.searcher.ask()
+                    new = self._ask()
                     if new is None:
                         break
                     asked.append(new)
@@ -272,11 +302,13 @@ class SweepDriver:
                 # are still in flight there, and on resume they end at once from their results.
                 self._save_state()
                 self._prune_checkpoints(final=False)  # only trials the state says ended
+            self._save_state(final=True)  # the whole state: searcher.json says all, no journal
             if self._refusal is not None:  # the running trials ended: the search ends with it
                 raise self._refusal
             self._prune_checkpoints(final=True)
             return self.summary()
         finally:
+            self._store.close()
             lock.release()
 
     def request_stop(self) -> None:
@@ -304,6 +336,7 @@ class SweepDriver:
             ended = self.launcher.wait()
             if not ended:  # the rest never started, or the launcher leaves them running
                 break
+        self._save_state(final=True)  # the whole state: the same command resumes from it
         raise SweepInterrupted(sorted(stopped), sorted(self._running))
 
     def _plain_length(self, length: Fraction, hparams: Mapping[str, Any]) -> str:
@@ -320,7 +353,67 @@ class SweepDriver:
             f" {chosen}" if chosen else "",
         )
         self._running[job.trial_id] = job
+        parent = self.parent_of(job.trial_id)
+        if parent is not None and not job.promotion:
+            self._copy_checkpoint(job.trial_id, parent)
         self.launcher.start(job.trial_id, self.overrides_for(job))
+
+    # -- pbt: a child starts from its parent's checkpoint ----------------------------------
+    def parent_of(self, trial_id: int) -> int | None:
+        """The trial whose checkpoint ``trial_id`` started from (pbt), else None."""
+        if isinstance(self.searcher, PbtSearcher):
+            return self.searcher.parent_of(trial_id)
+        return None
+
+    def _copied_batches(self, trial_id: int) -> int:
+        """The batches of the checkpoint a pbt child started from (its ``parent.json``), 0
+        for any other trial."""
+        if self.parent_of(trial_id) is None:
+            return 0
+        try:
+            origin = json.loads((self.trial_dir(trial_id) / PARENT_FILE).read_text())
+            return int(origin["batches"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0  # the child never started
+
+    def _copy_checkpoint(self, trial_id: int, parent: int) -> None:
+        """Copy the parent's latest checkpoint into the child's own ``checkpoints/`` (its
+        first, ``latest`` and ``best``), so the child resumes from it as a promotion does
+        and no later file of the parent changes it; the copy holds no best metric (the
+        child's best is of its own validations), and ``parent.json`` says where it came
+        from. Done before the parent trains on (the searcher asks a generation's children
+        first); a child that has a checkpoint of its own (a resume, a restart) keeps it."""
+        root = self.trial_dir(trial_id) / CHECKPOINTS_DIR
+        if pointer(root, LATEST_POINTER) is not None:
+            return
+        source = self.trial_dir(parent) / CHECKPOINTS_DIR
+        name = pointer(source, LATEST_POINTER)
+        if name is None or not (source / name).is_dir():
+            raise ConfigError(
+                str(source),
+                "no checkpoint",
+                f"trial {parent}'s checkpoint at the end of its generation, for its child "
+                f"trial {trial_id} to start from (checkpoint_storage keeps the latest)",
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source / name, tmp)
+        meta = json.loads((tmp / "state.json").read_text())
+        meta["best_metric"] = None  # the child's best is its own validations' best
+        write_atomic(tmp / "state.json", json.dumps(meta).encode())
+        shutil.rmtree(root / name, ignore_errors=True)
+        os.replace(tmp, root / name)
+        fsync_dir(root)
+        metric = checkpoint_metric(root, name)
+        mark = json.dumps({"name": name, "metric": metric}).encode()
+        origin = {"parent": parent, "batches": int(name)}
+        write_atomic(self.trial_dir(trial_id) / PARENT_FILE, json.dumps(origin).encode())
+        write_atomic(root / BEST_POINTER, mark)
+        write_atomic(root / LATEST_POINTER, mark)  # last: the copy is complete
+        log.info(
+            "trial %d starts from trial %d's checkpoint at batch %d", trial_id, parent, int(name)
+        )
 
     def _finish(self, outcome: TrialOutcome) -> bool:
         """Record how a trial's job ended: tell the searcher, or start the job again (a stop
@@ -367,7 +460,7 @@ class SweepDriver:
         metric = result.metric if result and error is None else None
         length = result.length if result else Fraction(0)
         best = result.best_metric if result and error is None else None
-        self.searcher.tell(outcome.trial_id, metric, length, error=error, best=best)
+        self._tell(outcome.trial_id, metric, length, error=error, best=best)
         if error is not None:
             where = f" (log: {outcome.log})" if outcome.log else ""
             log.error("trial %d failed: %s%s", outcome.trial_id, error, where)
@@ -399,6 +492,9 @@ class SweepDriver:
             why = f"ended without a result ({outcome.lost})"
         elif outcome.raised_at is not None and not repeated:
             self._raised_at[outcome.trial_id] = outcome.raised_at
+            self._store.record(
+                count_event(EventKind.RAISED_AT, outcome.trial_id, outcome.raised_at)
+            )
             why = f"raised {error} at batch {outcome.raised_at}"
         else:
             return False
@@ -416,6 +512,7 @@ class SweepDriver:
         if done >= self.max_restarts:
             return False
         self._restarts[trial_id] = done + 1
+        self._store.record(count_event(EventKind.RESTARTS, trial_id, done + 1))
         self._save_state()  # the count on disk before the restart starts: a resume keeps it
         log.warning(
             "trial %d %s; restart %d of %d from its last checkpoint",
@@ -514,9 +611,20 @@ class SweepDriver:
         return self._results[trial_id].batches
 
     def _load_state(self) -> None:
+        """The saved state: ``searcher.json`` loaded into the searcher, then the journal's
+        events since replayed onto it; written whole again when there were any."""
         path = self.sweep_dir / STATE_FILE
+        journal_path = self.sweep_dir / JOURNAL_FILE
         saved = SweepState.load(path)
+        read = EventJournal.read(journal_path)
         if saved is None:
+            if read.entries:
+                raise ConfigError(
+                    str(journal_path),
+                    f"{len(read.entries)} events without a {STATE_FILE}",
+                    f"the journal of the {STATE_FILE} beside it; restore that file, or use a "
+                    "new hydra.sweep.dir to start the search over",
+                )
             return
         try:
             self.searcher.load_state_dict(saved.searcher)
@@ -528,14 +636,67 @@ class SweepDriver:
                 "the state of this same search (same searcher settings and space); "
                 "use a new hydra.sweep.dir for a different search",
             ) from None
-        # results.csv is a report of the state: rebuilt from it on every run, whatever it holds
-        write_atomic(self.sweep_dir / RESULTS_FILE, self.results_csv().encode())
+        replayed = replay(
+            self.searcher,
+            read,
+            journal_path,
+            first_seq=saved.events,
+            restarts=self._restarts,
+            raised_at=self._raised_at,
+        )
+        self._restarts, self._raised_at = replayed.restarts, replayed.raised_at
+        self._store.seq = replayed.next_seq
+        if read.torn:
+            log.warning(
+                "%s: its last line was cut short by a crash and is ignored (the event it "
+                "held had not been acted on)",
+                journal_path,
+            )
+        if read.entries or read.torn:
+            log.info("replayed %d events of %s", replayed.events, journal_path)
+            self._save_state(final=True)  # one snapshot again, the journal folded into it
+        else:
+            # results.csv is a report of the state: rebuilt from it on every run
+            write_atomic(self.sweep_dir / RESULTS_FILE, self.results_csv().encode())
         log.info("resuming the search in %s", self.sweep_dir)
 
-    def _save_state(self) -> None:
-        state = self.searcher.state_dict()
-        SweepState.write(self.sweep_dir / STATE_FILE, state, self.driver_state())
+    def _ask(self) -> Job | None:
+        """The searcher's next job, recorded in the state's journal."""
+        job = self.searcher.ask()
+        if job is not None:
+            self._store.record(ask_event(job))
+        return job
+
+    def _tell(
+        self,
+        trial_id: int,
+        metric: float | None,
+        length: Fraction,
+        *,
+        error: str | None,
+        best: float | None,
+    ) -> None:
+        """Tell the searcher how a job ended, recorded in the state's journal."""
+        self.searcher.tell(trial_id, metric, length, error=error, best=best)
+        self._store.record(tell_event(trial_id, metric, length, error, best))
+
+    def _save_state(self, *, final: bool = False) -> None:
+        """Put every event since the last save on disk: appended to the journal, or the
+        whole state (``searcher.json`` and ``results.csv``) when the store says a snapshot
+        is due, or ``final`` (the sweep ends or stops: no journal is left)."""
+        store = self._store
+        if not (final or store.snapshot_due()):
+            store.append()
+            return
+        began = time.perf_counter()
+        size = SweepState.write(
+            self.sweep_dir / STATE_FILE,
+            self.searcher.state_dict(),
+            self.driver_state(),
+            events=store.seq,
+        )
         write_atomic(self.sweep_dir / RESULTS_FILE, self.results_csv().encode())
+        store.snapshot_written(size, time.perf_counter() - began, final=final)
 
     def driver_state(self) -> dict[str, Any]:
         """What the driver saves besides the searcher's state: each restarted trial's
@@ -562,7 +723,8 @@ class SweepDriver:
         self._restarts, self._raised_at = loaded["restarts"], loaded["raised_at"]
 
     def results_csv(self) -> str:
-        """One row per trial: id, status, hyperparameters, lengths, metrics, error."""
+        """One row per trial: id, status, hyperparameters, lengths, metrics, error, and
+        the trial a pbt child started from (``parent``)."""
         trials = self.searcher.trials()
         keys = sorted({k for t in trials for k in t.hparams})
         out = io.StringIO()
@@ -600,6 +762,7 @@ class SweepDriver:
                         restarts,
                         trial.error or "",
                         self.trial_dir(trial.trial_id),
+                        _blank(self.parent_of(trial.trial_id)),  # a trial's parent never changes
                     ]
                 )
                 cached = (shown, line)
@@ -608,11 +771,13 @@ class SweepDriver:
         return out.getvalue()
 
     def summary(self) -> SweepSummary:
-        """The trials, the best one and the batches trained in all (promotions continue)."""
+        """The trials, the best one and the batches trained in all (promotions continue; a
+        pbt child's count less the batches of the checkpoint it copied)."""
         trials = self.searcher.trials()
         batches = 0
         for trial in trials:
-            batches += self._batches_of(trial.trial_id) or 0
+            trained = self._batches_of(trial.trial_id) or 0
+            batches += trained - self._copied_batches(trial.trial_id)
         return SweepSummary(trials, self.searcher.best(), batches, dict(self._restarts))
 
 
@@ -633,5 +798,5 @@ def _left_from_before(result: TrialResult, job: Job) -> bool:
     return result.status is RunEnd.COMPLETED and result.length < job.length
 
 
-def _blank(value: float | None) -> str:
+def _blank(value: float | int | None) -> str:
     return "" if value is None else repr(value)

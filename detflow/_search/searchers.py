@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -29,19 +29,29 @@ from typing import Any
 from detflow._core.artifacts import TrialStatus
 from detflow._core.counts import check_count
 from detflow._core.errors import ConfigError
-from detflow._core.experiment import MAX_RUNGS, SEARCHER_ALIASES, SEARCHER_NAMES
+from detflow._core.experiment import (
+    MAX_RUNGS,
+    SAMPLERS,
+    SEARCHER_ALIASES,
+    SEARCHER_NAMES,
+    PbtSettings,
+)
 from detflow._core.schema import SearcherConfig
 from detflow._core.text import shown
+from detflow._search.rungs import RungLadder, rank_correlation
 from detflow._search.space import Choice, Space, grid_points, sample
+from detflow._search.tpe import DensityModel, TpeSettings, min_observations, propose
 
 __all__ = [
     "MODE_BRACKETS",
     "AdaptiveAshaSearcher",
     "AshaSearcher",
+    "BohbSearcher",
     "Bracket",
     "GridSearcher",
     "Job",
     "RandomSearcher",
+    "RungTrust",
     "Searcher",
     "SingleSearcher",
     "TrialRecord",
@@ -221,7 +231,20 @@ class Searcher(ABC):
         hparams = self._new_hparams(trial_id)
         if hparams is None:
             return None
-        return Job(trial_id, hparams, self.rung_lengths[0], 0, False)
+        start = self._new_trial_rung()
+        return Job(trial_id, hparams, self.rung_lengths[start], start, False)
+
+    def _new_trial_rung(self) -> int:
+        """The rung a new trial starts at now."""
+        return 0
+
+    def _recorded(self, trial: _Trial, rung: int) -> None:
+        """``trial``'s metric at ``rung`` was just recorded (a hook: nothing by default)."""
+        return None
+
+    def _reloaded(self) -> None:
+        """The state was just loaded (a hook: nothing by default)."""
+        return None
 
     def _start_rung(self, trial_id: int) -> int:
         """The rung trial ``trial_id`` started at (its first job is not a promotion)."""
@@ -286,6 +309,7 @@ class Searcher(ABC):
             trial.metrics[job.rung] = float(metric)
             told = [float(m) for m in (trial.best, metric, best) if m is not None]
             trial.best = min((m for m in told if not math.isnan(m)), key=self._score)
+            self._recorded(trial, job.rung)
 
     def in_flight(self) -> list[Job]:
         """Jobs asked and not yet told, in the order asked: the ones to relaunch on resume."""
@@ -398,6 +422,7 @@ class Searcher(ABC):
             promotion = trial.rung > self._start_rung(trial_id)
             job = Job(trial_id, dict(trial.hparams), length, trial.rung, promotion)
             self._in_flight[trial_id] = job
+        self._reloaded()
 
 
 class SingleSearcher(Searcher):
@@ -500,11 +525,16 @@ def asha_rungs(
     divisor: int,
     max_rungs: int,
     steps_of: Callable[[Fraction], int] | None = None,
+    min_length: int | Fraction | None = None,
 ) -> tuple[Fraction, ...]:
-    """ASHA's rung lengths, shortest first: rung k is ``max_length / divisor**(max_rungs-1-k)``.
+    """ASHA's rung lengths, shortest first.
 
-    With ``steps_of`` (length -> optimizer steps), rungs of equal step count merge into the
-    longest of them and rungs of zero steps are dropped; the top rung is always ``max_length``.
+    Without ``min_length``, rung k is ``max_length / divisor**(max_rungs-1-k)``. With it (Ray's
+    ``grace_period``), the rungs are ``min_length * divisor**k`` below ``max_length``, then
+    ``max_length``; of more than ``max_rungs`` such rungs the top ``max_rungs`` are kept (the
+    bottom rung then lies above ``min_length``: see :meth:`AshaSearcher.warnings`). With
+    ``steps_of`` (length -> optimizer steps), rungs of equal step count merge into the longest
+    of them and rungs of zero steps are dropped; the top rung is always ``max_length``.
 
     Examples
     --------
@@ -512,9 +542,21 @@ def asha_rungs(
     (Fraction(1, 1), Fraction(4, 1), Fraction(16, 1))
     >>> asha_rungs(2, divisor=2, max_rungs=4, steps_of=lambda length: math.ceil(length))
     (Fraction(1, 1), Fraction(2, 1))
+    >>> [str(r) for r in asha_rungs(52, divisor=3, max_rungs=5, min_length=1)]
+    ['1', '3', '9', '27', '52']
+    >>> [str(r) for r in asha_rungs(52, divisor=3, max_rungs=3, min_length=1)]
+    ['9', '27', '52']
     """
     top = Fraction(max_length)
-    lengths = [top / divisor ** (max_rungs - 1 - k) for k in range(max_rungs)]
+    if min_length is None:
+        lengths = [top / divisor ** (max_rungs - 1 - k) for k in range(max_rungs)]
+    else:
+        low = _check_min_length(min_length, top)
+        lengths = []
+        while low < top:
+            lengths.append(low)
+            low *= divisor
+        lengths = [*lengths, top][-max_rungs:]
     if steps_of is None:
         return tuple(lengths)
     by_steps: dict[int, Fraction] = {}
@@ -526,13 +568,34 @@ def asha_rungs(
     return tuple(sorted(by_steps.values()))
 
 
+def _check_min_length(min_length: int | Fraction, max_length: Fraction) -> Fraction:
+    if (
+        isinstance(min_length, bool)
+        or not isinstance(min_length, int | Fraction)
+        or not 0 < min_length <= max_length
+    ):
+        raise ConfigError(
+            "searcher.min_length",
+            shown(min_length),
+            f"a positive length up to searcher.max_length ({max_length}), in its unit",
+        )
+    return Fraction(min_length)
+
+
 class AshaSearcher(RandomSearcher):
     """Asynchronous successive halving (Li et al., MLSys 2020), promotion-based.
 
     Whenever asked, it promotes, from the second-highest rung down, a trial that is among the
     top ``floor(n / divisor)`` of the ``n`` results of its rung and not yet promoted; else it
     starts a new trial at rung 0 while fewer than ``max_trials`` exist. Rung lengths come from
-    :func:`asha_rungs`.
+    :func:`asha_rungs`. Each rung's results are kept sorted (a
+    :class:`~detflow._search.rungs.RungLadder`): a promotion costs O(log n), not a sort of
+    every rung.
+
+    A new trial's hyperparameters are drawn from ``Random(f"{seed}:{i}")`` (``sampler``
+    ``random``), or (``tpe``) proposed by a density model fitted on the highest rung with
+    results enough (:mod:`detflow._search.tpe`), a share ``random_fraction`` of them still at
+    random.
 
     Examples
     --------
@@ -554,6 +617,9 @@ class AshaSearcher(RandomSearcher):
         *,
         divisor: int = _DEFAULTS.divisor,
         max_rungs: int = _DEFAULTS.max_rungs,
+        min_length: int | Fraction | None = None,
+        sampler: str = _DEFAULTS.sampler,
+        random_fraction: float = _DEFAULTS.random_fraction,
         seed: int = 0,
         metric: str = _DEFAULTS.metric,
         smaller_is_better: bool = True,
@@ -569,42 +635,292 @@ class AshaSearcher(RandomSearcher):
         )
         self.divisor = check_count("searcher.divisor", divisor, 2)
         check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
-        self.rung_lengths = asha_rungs(self.max_length, divisor, max_rungs, steps_of)
+        if sampler not in SAMPLERS:
+            raise ConfigError("searcher.sampler", shown(sampler), f"one of {', '.join(SAMPLERS)}")
+        self.sampler = sampler
+        self.tpe = TpeSettings(random_fraction=random_fraction)
+        self.min_length = None if min_length is None else Fraction(min_length)
+        self.max_rungs = max_rungs
+        self.rung_lengths = asha_rungs(self.max_length, divisor, max_rungs, steps_of, min_length)
+        self._ladder = RungLadder(len(self.rung_lengths))
+        self._told = 0  # results recorded so far
+        #: the model last fitted, and on what: (its rung, that rung's number of results)
+        self._model: tuple[tuple[int, int], DensityModel] | None = None
+        self._peeking = False  # True while `done` asks whether a job is left (no proposal)
+
+    def _group(self, trial_id: int) -> int:
+        """Which of the ladder's groups ``trial_id`` is promoted within (one for ASHA)."""
+        return 0
+
+    def _recorded(self, trial: _Trial, rung: int) -> None:
+        self._told += 1
+        waiting = trial.rung == rung and trial.error is None
+        score = self._score(trial.metrics[rung])
+        self._ladder.add(self._group(trial.trial_id), rung, trial.trial_id, score, waiting)
+
+    def _reloaded(self) -> None:
+        self._ladder = RungLadder(len(self.rung_lengths))
+        self._model = None
+        self._told = 0
+        for trial in self._trials:
+            for rung in sorted(trial.metrics):
+                self._recorded(trial, rung)
+
+    def ask(self) -> Job | None:
+        job = super().ask()
+        if job is not None and job.promotion:
+            self._ladder.close(self._group(job.trial_id), job.rung - 1, job.trial_id)
+        return job
 
     def _promotion(self) -> int | None:
-        return _promotable(self._trials, range(len(self.rung_lengths) - 2, -1, -1), self)
+        return self._ladder.promotable(0, range(len(self.rung_lengths) - 2, -1, -1), self.divisor)
+
+    def _model_rung(self) -> int | None:
+        """The rung the density model is fitted on: the highest with results enough."""
+        least = min_observations(self.space)
+        for rung in range(len(self.rung_lengths) - 1, -1, -1):
+            if self._ladder.count(rung) >= least:
+                return rung
+        return None
+
+    def density_model(self) -> DensityModel | None:
+        """The density model new trials are proposed from now (None: too few results yet)."""
+        rung = self._model_rung()
+        if rung is None:
+            return None
+        key = (rung, self._ladder.count(rung))  # a rung's results are only ever added to
+        if self._model is None or self._model[0] != key:
+            ranked = [self._trials[t].hparams for _, t in self._ladder.ranked(rung)]
+            self._model = (key, DensityModel(self.space, ranked, self.tpe))
+        return self._model[1]
+
+    @property
+    def done(self) -> bool:
+        self._peeking = True  # whether a new trial may start, not its proposal, matters here
+        try:
+            return super().done
+        finally:
+            self._peeking = False
+
+    def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
+        if trial_id >= self.max_trials:
+            return None
+        if self.sampler == "tpe" and not self._peeking:
+            model = self.density_model()
+            if model is not None:
+                point = propose(model, random.Random(f"{self.seed}:{trial_id}:tpe"))
+                if point is not None:
+                    return point
+        return super()._new_hparams(trial_id)
 
     def warnings(self) -> list[str]:
-        """A warning when ``max_trials`` is too few for any trial to reach the top rung.
+        """A warning when ``max_trials`` is too few for any trial to reach the top rung, and
+        when ``max_rungs`` keeps the bottom rung above ``min_length``.
 
         >>> AshaSearcher({}, max_length=256, max_trials=16, divisor=4, max_rungs=5).warnings()
         ['16 trials, divisor 4: rung 4 needs 256; nothing will train to max_length']
+        >>> AshaSearcher({}, 64, 64, divisor=2, max_rungs=3, min_length=1).warnings()
+        ['searcher.max_rungs 3 keeps the top 3 rungs: the bottom rung is 16, not min_length 1']
         """
+        found = []
         top = len(self.rung_lengths) - 1
         needed = self.divisor**top
-        if self.max_trials >= needed:
-            return []
-        return [
-            f"{self.max_trials} trials, divisor {self.divisor}: rung {top} needs {needed}; "
-            "nothing will train to max_length"
-        ]
+        if self.max_trials < needed:
+            found.append(
+                f"{self.max_trials} trials, divisor {self.divisor}: rung {top} needs {needed}; "
+                "nothing will train to max_length"
+            )
+        if self.min_length is not None and self.rung_lengths[0] > self.min_length:
+            full = asha_rungs(self.max_length, self.divisor, MAX_RUNGS, None, self.min_length)
+            if len(full) > self.max_rungs:
+                found.append(
+                    f"searcher.max_rungs {self.max_rungs} keeps the top {self.max_rungs} rungs: "
+                    f"the bottom rung is {self.rung_lengths[0]}, not min_length {self.min_length}"
+                )
+        return found
 
     def _settings(self) -> dict[str, Any]:
-        return {**super()._settings(), "divisor": self.divisor}
+        settings = {**super()._settings(), "divisor": self.divisor}
+        if self.sampler != "random":  # states saved before samplers existed still load
+            settings.update(sampler=self.sampler, random_fraction=self.tpe.random_fraction)
+        return settings
 
 
-def _promotable(
-    trials: Sequence[_Trial], rungs: Iterable[int], searcher: AshaSearcher
-) -> int | None:
-    """ASHA's promotion: from the first of ``rungs`` on, a trial among the top
-    ``floor(n / divisor)`` of the ``n`` results at its rung, not yet promoted, not failed."""
-    for rung in rungs:
-        reported = [t for t in trials if rung in t.metrics]
-        reported.sort(key=lambda t: (searcher._score(t.metrics[rung]), t.trial_id))
-        for trial in reported[: len(reported) // searcher.divisor]:
-            if trial.rung == rung and trial.error is None:
-                return trial.trial_id
-    return None
+@dataclass(frozen=True)
+class RungTrust:
+    """What :class:`BohbSearcher` learned of one rung: how the ``pairs`` trials with results
+    at both ``rung`` and ``compared_with`` rank at each (Spearman's ``correlation``), and so
+    whether the rung ``misleads`` (ranks them unlike the longer rung does).
+
+    >>> RungTrust(rung=0, compared_with=2, pairs=9, correlation=-0.5, misleads=True).misleads
+    True
+    """
+
+    rung: int
+    compared_with: int
+    pairs: int
+    correlation: float
+    misleads: bool
+
+
+class BohbSearcher(AshaSearcher):
+    """BOHB (Falkner et al., ICML 2018) on ASHA's promotions: new trials' hyperparameters from
+    the TPE density model (:mod:`detflow._search.tpe`, ``random_fraction`` of them at random),
+    promotions as :class:`AshaSearcher`'s, and a guard against rungs that mislead.
+
+    A short rung misleads when its ranking of trials is unlike a longer rung's: at a rung
+    where 1 epoch's accuracy ranks configurations against their final accuracy, ASHA keeps
+    the worst. So for each rung ``r`` below the top that shares at least :attr:`MIN_PAIRS`
+    trials with rung ``r + 1`` (the trials promoted from it that reported there), BOHB
+    compares the two rungs by Spearman's rank correlation of those trials' metrics at each
+    (:meth:`rung_trust`; the next rung, not the top: the trials that reached the top are few
+    and lie too close together to rank). The rung misleads when the correlation is below
+    :attr:`MISLEADING_BELOW` even one standard error higher (Fisher's ``z``, ``1 / sqrt(pairs -
+    3)``: with 8 pairs below -0.42, with 40 below -0.16), so that the noise of a few promoted
+    trials (whose results lie close together) is not taken for a misleading rung. Then:
+
+    - new trials start above the highest misleading rung (:meth:`start_rung`), so no new trial
+      is judged by a rung that misleads (trials already there are promoted as ASHA does: their
+      results at the next rung keep the comparison going);
+    - the model is fitted only on rungs from there up (the highest with results enough; until
+      one has, proposals are random).
+
+    Until a rung has :attr:`MIN_PAIRS` pairs it is trusted (ASHA's own assumption). Everything
+    decided here is a function of the results told, so a resumed search decides the same; the
+    state adds each trial's start rung.
+
+    Examples
+    --------
+    >>> from detflow._search.space import Interval
+    >>> searcher = BohbSearcher({"x": Interval(0.0, 1.0)}, max_length=9, max_trials=30,
+    ...                         divisor=3, max_rungs=3)
+    >>> searcher.rung_lengths, searcher.start_rung()
+    ((Fraction(1, 1), Fraction(3, 1), Fraction(9, 1)), 0)
+    """
+
+    #: Trials with results at both rungs before their rank correlation is trusted.
+    MIN_PAIRS = 8
+    #: A rung whose rank correlation with a longer one is below this misleads.
+    MISLEADING_BELOW = 0.0
+
+    def __init__(
+        self,
+        space: Space,
+        max_length: int | Fraction,
+        max_trials: int,
+        *,
+        divisor: int = _DEFAULTS.divisor,
+        max_rungs: int = _DEFAULTS.max_rungs,
+        min_length: int | Fraction | None = None,
+        random_fraction: float = _DEFAULTS.random_fraction,
+        seed: int = 0,
+        metric: str = _DEFAULTS.metric,
+        smaller_is_better: bool = True,
+        steps_of: Callable[[Fraction], int] | None = None,
+    ) -> None:
+        super().__init__(
+            space,
+            max_length,
+            max_trials,
+            divisor=divisor,
+            max_rungs=max_rungs,
+            min_length=min_length,
+            sampler="tpe",
+            random_fraction=random_fraction,
+            seed=seed,
+            metric=metric,
+            smaller_is_better=smaller_is_better,
+            steps_of=steps_of,
+        )
+        self._start_of: list[int] = []  # trial id -> the rung it started at
+        self._trust: tuple[int, list[RungTrust]] | None = None  # (results told, trust)
+
+    def rung_trust(self) -> list[RungTrust]:
+        """What the results say of each rung below the top that shares :attr:`MIN_PAIRS`
+        trials with the next (see the class docstring)."""
+        if self._trust is not None and self._trust[0] == self._told:
+            return self._trust[1]
+        found = []
+        top = len(self.rung_lengths) - 1
+        for rung in range(top):
+            here = self._ladder.rung(0, rung)
+            pairs = [
+                (here_score, score)
+                for score, t in self._ladder.rung(0, rung + 1).ranked()
+                if (here_score := here.score(t)) is not None
+            ]
+            if len(pairs) < self.MIN_PAIRS:
+                continue
+            rho = rank_correlation([a for a, _ in pairs], [b for _, b in pairs])
+            z = math.atanh(min(max(rho, -0.999999), 0.999999))
+            misleads = math.tanh(z + 1 / math.sqrt(len(pairs) - 3)) < self.MISLEADING_BELOW
+            found.append(RungTrust(rung, rung + 1, len(pairs), rho, misleads))
+        self._trust = (self._told, found)
+        return found
+
+    def start_rung(self) -> int:
+        """The rung new trials start at now: above the highest rung that misleads."""
+        misleading = [t.rung for t in self.rung_trust() if t.misleads]
+        return max(misleading) + 1 if misleading else 0
+
+    def _new_trial_rung(self) -> int:
+        return self.start_rung()
+
+    def _start_rung(self, trial_id: int) -> int:
+        return self._start_of[trial_id]
+
+    def _model_rung(self) -> int | None:
+        rung = super()._model_rung()
+        return rung if rung is not None and rung >= self.start_rung() else None
+
+    def ask(self) -> Job | None:
+        job = super().ask()
+        if job is not None and not job.promotion:
+            self._start_of.append(job.rung)
+        return job
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            **super()._settings(),
+            "min_pairs": self.MIN_PAIRS,
+            "misleading_below": self.MISLEADING_BELOW,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`Searcher.state_dict`, each trial's start rung by trial id, and (to read,
+        never loaded) what the search learned of its rungs."""
+        return {
+            **super().state_dict(),
+            "start_rungs": list(self._start_of),
+            "rung_trust": [
+                {
+                    "rung": t.rung,
+                    "compared_with": t.compared_with,
+                    "pairs": t.pairs,
+                    "correlation": t.correlation,
+                    "misleads": t.misleads,
+                }
+                for t in self.rung_trust()
+            ],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != _STATE_VERSION or state.get("settings") != self._settings():
+            super().load_state_dict(state)  # refuses it, naming both settings
+        starts = state.get("start_rungs")
+        if not isinstance(starts, list) or len(starts) != len(state.get("trials") or []):
+            raise ValueError("the saved search state does not say each trial's start rung")
+        top = len(self.rung_lengths) - 1
+        if not all(isinstance(r, int) and 0 <= r <= top for r in starts):
+            raise ValueError(f"the saved search state names rungs this search lacks: {starts}")
+        previous = self._start_of
+        self._start_of = [int(r) for r in starts]
+        try:
+            super().load_state_dict(state)
+        except Exception:
+            self._start_of = previous
+            raise
+        self._trust = None
 
 
 #: ``searcher.mode`` -> the rung counts of adaptive_asha's brackets, from ``max_rungs``.
@@ -646,12 +962,14 @@ def adaptive_brackets(
     max_rungs: int = _DEFAULTS.max_rungs,
     bracket_rungs: Sequence[int] = (),
     max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
+    min_length: int | Fraction | None = None,
 ) -> tuple[Bracket, ...]:
     """adaptive_asha's brackets as Determined's ``adaptive_asha.go`` made them.
 
     Without ``bracket_rungs``, ``max_rungs`` is first capped so that the top rung can hold a
     trial (``1 + floor(log_divisor(max_length))`` and ``1 + floor(log_divisor(max_trials))``,
-    in exact integers where Determined used floating point), then ``mode`` gives the rung
+    in exact integers where Determined used floating point; with ``min_length``, the first
+    by the number of rungs from ``min_length`` up, :func:`asha_rungs`), then ``mode`` gives the rung
     counts: aggressive one bracket of ``max_rungs``; standard ``(max_rungs - 1) // 2 + 1`` to
     ``max_rungs``; conservative 1 to ``max_rungs``. Brackets come most rungs first (most
     early stopping). ``max_trials`` is split so each bracket gets about the same training
@@ -682,8 +1000,12 @@ Bracket(rungs=2, max_trials=4, max_concurrent_trials=1))
     if bracket_rungs:
         counts = list(bracket_rungs)
     else:
-        units = max(1, math.floor(Fraction(max_length)))
-        capped = min(max_rungs, _floor_log(units, divisor) + 1, _floor_log(max_trials, divisor) + 1)
+        if min_length is None:
+            units = max(1, math.floor(Fraction(max_length)))
+            ladder = _floor_log(units, divisor) + 1
+        else:
+            ladder = len(asha_rungs(max_length, divisor, MAX_RUNGS, None, min_length))
+        capped = min(max_rungs, ladder, _floor_log(max_trials, divisor) + 1)
         counts = MODE_BRACKETS[mode](capped)
     counts.sort(reverse=True)
     trials = bracket_trials(max_trials, divisor, counts)
@@ -761,6 +1083,9 @@ class AdaptiveAshaSearcher(AshaSearcher):
         max_rungs: int = _DEFAULTS.max_rungs,
         bracket_rungs: Sequence[int] = (),
         max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
+        min_length: int | Fraction | None = None,
+        sampler: str = _DEFAULTS.sampler,
+        random_fraction: float = _DEFAULTS.random_fraction,
         seed: int = 0,
         metric: str = _DEFAULTS.metric,
         smaller_is_better: bool = True,
@@ -774,14 +1099,19 @@ class AdaptiveAshaSearcher(AshaSearcher):
             max_rungs=max_rungs,
             bracket_rungs=bracket_rungs,
             max_concurrent_trials=max_concurrent_trials,
+            min_length=min_length,
         )
         total = sum(b.max_trials for b in self.brackets)
+        self._bracket_of: list[int] = []  # trial id -> bracket index
         super().__init__(
             space,
             max_length,
             total,
             divisor=divisor,
             max_rungs=self.brackets[0].rungs,
+            min_length=min_length,
+            sampler=sampler,
+            random_fraction=random_fraction,
             seed=seed,
             metric=metric,
             smaller_is_better=smaller_is_better,
@@ -791,11 +1121,11 @@ class AdaptiveAshaSearcher(AshaSearcher):
         ladder = self.rung_lengths
         #: Where each bracket's rungs start on :attr:`rung_lengths`.
         self.bracket_starts: tuple[int, ...] = tuple(
-            len(ladder) - len(asha_rungs(self.max_length, divisor, b.rungs, steps_of))
+            len(ladder) - len(asha_rungs(self.max_length, divisor, b.rungs, steps_of, min_length))
             for b in self.brackets
         )
-        self._bracket_of: list[int] = []  # trial id -> bracket index
         self._chosen = 0  # the bracket of the new trial _next_job last proposed
+        self._started = [0] * len(self.brackets)  # trials started per bracket
 
     def bracket_rung_lengths(self, bracket: int) -> tuple[Fraction, ...]:
         """The rung lengths of ``bracket``, shortest first (a suffix of :attr:`rung_lengths`)."""
@@ -804,13 +1134,20 @@ class AdaptiveAshaSearcher(AshaSearcher):
     def _start_rung(self, trial_id: int) -> int:
         return self.bracket_starts[self._bracket_of[trial_id]]
 
+    def _group(self, trial_id: int) -> int:
+        return self._bracket_of[trial_id]
+
+    def _reloaded(self) -> None:
+        super()._reloaded()
+        self._started = [0] * len(self.brackets)
+        for bracket in self._bracket_of:
+            self._started[bracket] += 1
+
     def _next_job(self) -> Job | None:
         running = [0] * len(self.brackets)
-        started = [0] * len(self.brackets)
+        started = self._started
         for trial_id in self._in_flight:
             running[self._bracket_of[trial_id]] += 1
-        for bracket in self._bracket_of:
-            started[bracket] += 1
         order = sorted(
             range(len(self.brackets)),
             key=lambda b: (
@@ -822,9 +1159,9 @@ class AdaptiveAshaSearcher(AshaSearcher):
         for b in order:
             if running[b] >= self.brackets[b].max_concurrent_trials:
                 continue
-            mine = [t for t in self._trials if self._bracket_of[t.trial_id] == b]
             top = len(self.rung_lengths) - 1
-            promoted = _promotable(mine, range(top - 1, self.bracket_starts[b] - 1, -1), self)
+            rungs = range(top - 1, self.bracket_starts[b] - 1, -1)
+            promoted = self._ladder.promotable(b, rungs, self.divisor)
             if promoted is not None:
                 trial = self._trials[promoted]
                 rung = trial.rung + 1
@@ -842,6 +1179,7 @@ class AdaptiveAshaSearcher(AshaSearcher):
         job = super().ask()
         if job is not None and not job.promotion:
             self._bracket_of.append(self._chosen)
+            self._started[self._chosen] += 1
         return job
 
     def warnings(self) -> list[str]:
@@ -903,13 +1241,19 @@ def make_searcher(
     bracket_rungs: Sequence[int] = (),
     max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
     steps_of: Callable[[Fraction], int] | None = None,
+    pbt: PbtSettings | None = None,
+    min_length: int | Fraction | None = None,
+    sampler: str = _DEFAULTS.sampler,
+    random_fraction: float = _DEFAULTS.random_fraction,
 ) -> Searcher:
-    """Build the searcher ``name`` (single, grid, random, asha or adaptive_asha) from
+    """Build the searcher ``name`` (single, grid, random, asha, adaptive_asha, bohb or pbt) from
     ``searcher.*`` settings; Determined's older names (``adaptive``, ``adaptive_simple``,
     ``async_halving``) build the searcher that does what they did.
 
     ``single`` takes a space of one-value choices only (fixed hyperparameters); ``grid``
-    ignores ``max_trials``. Every count is checked, whichever searcher uses it.
+    ignores ``max_trials``; ``min_length`` is for asha, adaptive_asha and bohb, ``sampler``
+    for asha and adaptive_asha (bohb always proposes with its model). Every count is checked,
+    whichever searcher uses it.
 
     Examples
     --------
@@ -943,13 +1287,26 @@ def make_searcher(
         return GridSearcher(space, max_length, **common)
     if name == "random":
         return RandomSearcher(space, max_length, max_trials, seed=seed, **common)
+    rungs: dict[str, Any] = {"divisor": divisor, "max_rungs": max_rungs, "min_length": min_length}
+    if name == "bohb":
+        return BohbSearcher(
+            space,
+            max_length,
+            max_trials,
+            **rungs,
+            random_fraction=random_fraction,
+            seed=seed,
+            steps_of=steps_of,
+            **common,
+        )
+    proposals: dict[str, Any] = {"sampler": sampler, "random_fraction": random_fraction}
     if name == "asha":
         return AshaSearcher(
             space,
             max_length,
             max_trials,
-            divisor=divisor,
-            max_rungs=max_rungs,
+            **rungs,
+            **proposals,
             seed=seed,
             steps_of=steps_of,
             **common,
@@ -960,12 +1317,16 @@ def make_searcher(
             max_length,
             max_trials,
             mode=mode,
-            divisor=divisor,
-            max_rungs=max_rungs,
+            **rungs,
+            **proposals,
             bracket_rungs=bracket_rungs,
             max_concurrent_trials=max_concurrent_trials,
             seed=seed,
             steps_of=steps_of,
             **common,
         )
+    if name == "pbt":
+        from detflow._search.pbt import make_pbt  # it builds on this module's Searcher
+
+        return make_pbt(space, max_length, pbt, seed=seed, **common)
     raise ConfigError("searcher.name", shown(name), f"one of {', '.join(SEARCHER_NAMES)}")

@@ -197,6 +197,7 @@ def _write_results(root: Path, made: list[FakeTrial], unit: str, per: int) -> No
             0,  # restarts
             "TrialError: loss is nan" if failed else "",
             root / str(t.trial_id),
+            "",  # parent: a pbt child's only
         ]
         text += results_row(cells)
     (root / "results.csv").write_text(text)

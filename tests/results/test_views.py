@@ -252,8 +252,8 @@ def test_plot_color_by_a_key_not_swept_is_one_line_exit_2(
     )
     assert (status, out) == (2, "")
     assert err == (
-        "detflow plot: error: --color-by = 'momentum' is not valid: expected a swept key or "
-        "metric: one of lr, dropout, act, metric\n"
+        "detflow plot: error: --color-by = 'momentum' is not valid: expected a swept key, "
+        "metric or trial: one of lr, dropout, act, metric, trial\n"
     )
     assert not (tmp_path / "x.png").exists()
 

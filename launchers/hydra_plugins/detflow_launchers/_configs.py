@@ -14,13 +14,15 @@ from detflow._launch.slurm_settings import SlurmSettings
 @dataclass
 class DetflowLocalConf:
     """``max_parallel``: jobs at once (0: the sweep decides); ``gpus``: ids to hand out;
-    ``start_method``: ``fork_server`` (fast) or ``spawn`` (a fresh interpreter per trial)."""
+    ``start_method``: ``fork_server`` (fast) or ``spawn`` (a fresh interpreter per trial);
+    ``preload``: modules the fork server imports before forking, besides the task's own."""
 
     _target_: str = "hydra_plugins.detflow_launchers.local.DetflowLocalLauncher"
     max_parallel: int = 0
     gpus: list[int] = field(default_factory=list)
     gpus_per_trial: int = 0
     start_method: str = "fork_server"
+    preload: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -20,7 +20,10 @@ class DetflowLocalLauncher(DelegatingLauncher):
         gpus: Sequence[int] = (),
         gpus_per_trial: int = 0,
         start_method: str = "fork_server",
+        preload: Sequence[str] = (),
     ) -> None:
         from detflow._launch.local import LocalProcesses
 
-        self._impl = LocalProcesses(max_parallel, list(gpus), gpus_per_trial, start_method)
+        self._impl = LocalProcesses(
+            max_parallel, list(gpus), gpus_per_trial, start_method, list(preload)
+        )

@@ -19,7 +19,8 @@ ConfigStore.instance().store(
 class DetflowSweeper(Sweeper):
     """Searches with the experiment's ``searcher`` settings through the configured launcher."""
 
-    def __init__(self) -> None:
+    def __init__(self, detach: bool = False, driver: Any = None) -> None:
+        # hydra.sweeper.detach / .driver: read from the config by detflow._hydra.detach
         self.config: DictConfig | None = None
         self.launcher: Launcher | None = None
         self.hydra_context: HydraContext | None = None

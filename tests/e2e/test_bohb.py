@@ -1,0 +1,170 @@
+"""``searcher.name=bohb`` end to end: ``python train.py -m`` with the dependency-free trial,
+locally and on the local Slurm, and a driver SIGKILLed mid-search that resumes with nothing
+rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from detflow._search.space import Interval, Space, sample
+from tests.e2e.test_sweep_cli import _comparable, _launches, _told, _without_times, rows, sweep
+from tests.slurm_support import _slurm_must_run_in_ci, needs_slurm
+from tests.support import REPO, read_metrics
+
+_ = _slurm_must_run_in_ci
+BOHB = [
+    "searcher.name=bohb",
+    "searcher.max_trials=8",
+    "searcher.min_length=1 epochs",  # with divisor 2 and 4 epochs: rungs at 1, 2 and 4 epochs
+    "searcher.divisor=2",
+    "hyperparameters.lr=tag(log, interval(0.001, 0.3))",
+]
+RUNG_EPOCHS = {"0": "1", "1": "2", "2": "4"}
+SPACE: Space = {"hyperparameters.lr": Interval(0.001, 0.3, log=True)}
+
+
+def _random_draw(trial_id: int, seed: int = 0) -> float:
+    """The lr random search (and asha) gives trial ``trial_id``."""
+    value = sample(SPACE, random.Random(f"{seed}:{trial_id}"))["hyperparameters.lr"]
+    assert isinstance(value, float)
+    return value
+
+
+def _check_a_finished_bohb_sweep(sweep_root: Path, stdout: str) -> None:
+    """What any finished run of :data:`BOHB` shows: promotions continued from checkpoints,
+    the state bohb's, and later trials proposed by the model."""
+    assert "bohb search: 8 trials planned" in stdout
+    table = rows(sweep_root)
+    assert len(table) == 8
+    statuses = [r["status"] for r in table]
+    assert statuses.count("COMPLETED") >= 1 and "STOPPED_EARLY" in statuses
+    assert all(r["length_epochs"] == RUNG_EPOCHS[r["rung"]] for r in table)
+    promoted = next(r for r in table if r["status"] == "COMPLETED")
+    trained = [
+        m
+        for m in read_metrics(sweep_root / "sweep" / promoted["trial_id"])
+        if m["kind"] == "validation"
+    ]
+    assert [m["batches"] for m in trained] == [32, 64, 96, 128]  # continued, not restarted
+    state = json.loads((sweep_root / "sweep" / "searcher.json").read_text())["searcher"]
+    assert state["settings"]["searcher"] == "BohbSearcher"
+    assert state["start_rungs"] == [0] * 8
+    # The model needs 4 results (1 dimension): some later trial's lr is not the random draw.
+    lrs = {int(r["trial_id"]): float(r["hyperparameters.lr"]) for r in table}
+    assert all(lrs[i] == _random_draw(i) for i in range(4))
+    assert any(lrs[i] != _random_draw(i) for i in range(4, 8)), lrs
+
+
+def test_bohb_runs_and_a_killed_driver_resumes_without_losing_or_rerunning_trials(
+    tmp_path: Path,
+) -> None:
+    args = [*BOHB, "searcher.max_concurrent_trials=1"]
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    reference = sweep(reference_dir, *args)
+    assert reference.returncode == 0, reference.stdout
+    _check_a_finished_bohb_sweep(reference_dir, reference.stdout)
+    expected = _comparable(rows(reference_dir))
+    state = tmp_path / "sweep" / "searcher.json"
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "+experiment=quadratic",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *args,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    killed_at: list[int] = []
+    outputs: list[str] = []
+    for _ in range(3):  # three kills, each after the driver recorded a result of its own
+        told_before = _told(state)
+        driver = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while driver.poll() is None and time.monotonic() < deadline:
+            if _told(state) > told_before:
+                driver.send_signal(signal.SIGKILL)
+                killed_at.append(_told(state))
+                break
+            time.sleep(0.005)
+        outputs.append(driver.communicate(timeout=60)[0])
+    final = sweep(tmp_path, *args)
+    assert final.returncode == 0, final.stdout
+    outputs.append(final.stdout)
+    assert len(killed_at) == 3 and killed_at == sorted(set(killed_at)), killed_at
+    assert killed_at[-1] < _told(reference_dir / "sweep" / "searcher.json") == _told(state)
+
+    # Nothing lost: the same rows (the same proposals), the same learning curves.
+    assert _comparable(rows(tmp_path)) == expected
+    for row in expected:
+        got = read_metrics(tmp_path / "sweep" / row["trial_id"])
+        want = read_metrics(reference_dir / "sweep" / row["trial_id"])
+        assert _without_times(got) == _without_times(want), row["trial_id"]
+    # Nothing run twice: a launch is never repeated unless a kill cut it off before its rung's
+    # length (then it is logged as resumed), and a reached rung is never resumed.
+    reached: set[tuple[str, str]] = set()
+    launched: list[str] = []
+    relaunched: list[str] = []
+    resumed = 0
+    for out in outputs:
+        resuming: set[str] = set()
+        for trial, line in _launches(out):
+            done = re.search(r"trial (\d+) reached \d+ batch(?:es)? \((\S+) epochs?\)", line)
+            again = re.search(r"resuming trial (\d+) \(rung (\d+)\)", line)
+            if done:
+                reached.add((done.group(1), done.group(2)))
+            elif again:
+                resumed += 1
+                resuming.add(again.group(1))
+                assert (again.group(1), RUNG_EPOCHS[again.group(2)]) not in reached, line
+            elif trial in resuming:
+                resuming.remove(trial)
+                relaunched.append(line)
+            elif trial:
+                launched.append(line)
+    assert sorted(launched) == sorted(set(launched))
+    want_launches = [line for trial, line in _launches(reference.stdout) if trial]
+    assert set(launched) | set(relaunched) == set(want_launches)
+    assert len(relaunched) == resumed <= len(killed_at)
+
+
+SLURM = [
+    "hydra/launcher=detflow_slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.time=10",
+    "hydra.launcher.gpus_per_node=0",
+]
+
+
+@needs_slurm
+def test_bohb_runs_on_slurm(tmp_path: Path) -> None:
+    done = sweep(
+        tmp_path,
+        "searcher.name=bohb",
+        "searcher.max_trials=4",
+        "searcher.divisor=2",
+        "searcher.max_rungs=2",
+        "searcher.max_concurrent_trials=2",
+        "hyperparameters.lr=tag(log, interval(0.001, 0.3))",
+        *SLURM,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = rows(tmp_path)
+    assert len(table) == 4 and {r["rung"] for r in table} == {"0", "1"}
+    assert "Slurm job" in done.stdout and "promoting trial" in done.stdout
+    assert [r["status"] for r in table].count("COMPLETED") >= 1
