@@ -101,13 +101,22 @@ def experiment(**overrides: Any) -> ExperimentConfig:
     return ExperimentConfig(**values)
 
 
-@detflow.main()
-def main(cfg: Any) -> float | None:
-    """``python -m tests.lightning_support +experiment=tiny_lightning``."""
-    run = detflow.init(cfg)
-    return train(run).validation.get(run.experiment.searcher.metric)
+def main() -> None:
+    """``python -m tests.lightning_support +experiment=tiny_lightning``.
+
+    The Hydra app is made here, not at import: ``@detflow.main`` (Hydra's ``main``) sets
+    Hydra's process-wide version base when it decorates, which would change defaults such as
+    ``hydra.job.chdir`` for every later Hydra app of a test process that imports this module.
+    """
+
+    @detflow.main()
+    def app(cfg: Any) -> float | None:
+        run = detflow.init(cfg)
+        return train(run).validation.get(run.experiment.searcher.metric)
+
+    detflow.register_experiment("tiny_lightning", experiment())
+    app()
 
 
 if __name__ == "__main__":
-    detflow.register_experiment("tiny_lightning", experiment())
     main()

@@ -23,8 +23,8 @@ SLOW = [
     "+experiment=digits_mlp",
     "searcher.max_length=2 epochs",
     "seed=5",
-    "+hyperparameters.seconds_per_batch=0.05",
-    "min_checkpoint_period=1 epochs",
+    "+hyperparameters.seconds_per_batch=0.1",
+    "min_checkpoint_period=10 batches",
 ]
 SLURM = [
     "hydra/launcher=detflow_slurm",
