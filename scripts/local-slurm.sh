@@ -343,7 +343,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=1
 PriorityType=priority/basic
 JobRequeue=1
-ReturnToService=2
+ReturnToService=1
 
 SlurmctldTimeout=30
 SlurmdTimeout=30

@@ -516,7 +516,7 @@ class SlurmTrials(TrialProcesses["_Job"]):
                 attention = True
                 continue
             seen, job.seen = job.seen, line
-            if seen is not None and seen.state == "RUNNING" and line.state == "PENDING":
+            if queue.requeued(seen, line):
                 self._requeued.add(job.trial_id)  # requeued: sacct -D says why
                 attention = True
             if line.dead:

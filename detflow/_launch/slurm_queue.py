@@ -32,6 +32,7 @@ __all__ = [
     "parse_partition",
     "parse_sacct",
     "parse_squeue",
+    "requeued",
     "sacct_command",
     "sbatch_refusal",
     "squeue_command",
@@ -195,6 +196,27 @@ def never_starts(job: QueuedJob, known_nodes: Callable[[], set[str]] | None = No
         wanted = [n for n in (match.group(1) if match else "").split(",") if n]
         return bool(wanted) and not any(n in known_nodes() for n in wanted)
     return False
+
+
+def requeued(before: QueuedJob | None, now: QueuedJob) -> bool:
+    """Whether Slurm has just put a job back in the queue (after its node failed, or a
+    pre-emption): it was seen running and now waits, or it waits with ``BeginTime``, the
+    reason Slurm gives a requeued job, and did not at the last look (so a requeue between two
+    polls is not missed; ``sacct -D`` then says whether a node failed).
+
+    >>> running = QueuedJob("7", "RUNNING", "None", "node1", "debug")
+    >>> held = QueuedJob("7", "PENDING", "BeginTime", "", "debug")
+    >>> requeued(running, held), requeued(None, held), requeued(held, held)
+    (True, True, False)
+    >>> requeued(None, QueuedJob("7", "PENDING", "Resources", "", "debug"))
+    False
+    """
+    if now.state != "PENDING":
+        return False
+    if before is not None and before.state == "RUNNING":
+        return True
+    was_held = before is not None and before.state == "PENDING" and before.reason == "BeginTime"
+    return now.reason == "BeginTime" and not was_held
 
 
 def parse_partition(text: str) -> dict[str, str]:

@@ -245,6 +245,30 @@ def test_a_job_slurm_requeued_after_its_node_failed_excludes_the_node_while_pend
     assert launcher.excluded_nodes == {2: ["node1"]}
 
 
+def test_a_requeue_between_two_polls_still_excludes_the_failed_node(tmp_path: Path) -> None:
+    """The job ran and was requeued after its node failed before the driver's first look:
+    it is never seen RUNNING, only waiting with BeginTime (Slurm's reason for a requeued job),
+    and its node is excluded all the same."""
+    launcher = trials(tmp_path)
+    clock = FakeClock()
+    launcher.clock = queue.PollClock(clock=clock)
+    submitted(launcher, 3, "31")
+    record_calls(launcher, {"squeue": "31|PENDING|BeginTime||debug"})
+    launcher.clock.hurry()
+    clock.now = 10.0
+    launcher._ended()
+    assert launcher._requeued == {3}
+    calls = record_calls(launcher, {"sacct": "31|NODE_FAIL|node2\n31|PENDING|None assigned\n"})
+    clock.now = 20.0
+    assert launcher._ended() == []
+    assert calls[1] == ["scontrol", "update", "JobId=31", "ExcNodeList=node2"]
+    assert launcher.excluded_nodes == {3: ["node2"]}
+    record_calls(launcher, {"squeue": "31|PENDING|BeginTime||debug"})
+    clock.now = 40.0
+    launcher._ended()
+    assert launcher._requeued == set()  # still held: looked at once, not at every poll
+
+
 def test_sacct_records_of_a_requeued_job_name_the_failed_nodes_once() -> None:
     text = "7|NODE_FAIL|node2\n7|NODE_FAIL|node2\n7|REQUEUED|node1\n7|RUNNING|node1\n"
     job = queue.parse_sacct(text)["7"]

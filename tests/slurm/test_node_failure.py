@@ -94,7 +94,7 @@ def test_a_node_downed_mid_trial_leaves_a_completed_trial_with_uninterrupted_met
         if driver.poll() is None:
             driver.kill()
         if node:
-            # (ReturnToService=2 may have brought it back already: then Slurm says so)
+            # (the node stays down until resumed: ReturnToService=1)
             subprocess.run(
                 ["scontrol", "update", f"nodename={node}", "state=resume"],
                 check=False,
