@@ -105,14 +105,20 @@ def test_a_node_downed_mid_trial_leaves_a_completed_trial_with_uninterrupted_met
     assert _validations(trial) == _validations(uninterrupted)
     result = (trial / "result.json").read_text()
     assert '"completed"' in result, result
-    # the trial's last run was on another node than the one that failed
-    deadline = time.monotonic() + 60  # the result is written before the job step ends
-    while _node_of(_jobs(log)[-1]):
-        assert time.monotonic() < deadline, "the trial's job is still queued"
+    # the trial's last run was on another node than the one that failed; the result is
+    # written before the job ends, and slurmdbd records the end a moment after slurmctld
+    deadline = time.monotonic() + 60
+    while not (last := _last_run(_jobs(log)[-1])).endswith("|COMPLETED"):
+        assert time.monotonic() < deadline, (last, text)
         time.sleep(0.5)
-    last = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-j", _jobs(log)[-1], "-o", "NodeList,State"],
+    assert last.split("|")[0] != node, (last, text)
+
+
+def _last_run(job: str) -> str:
+    """``NODES|STATE`` of the job's last run, as Slurm's accounting has it."""
+    runs = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", job, "-o", "NodeList,State"],
         capture_output=True,
         text=True,
     ).stdout.split()
-    assert last and last[-1].split("|")[0] != node and last[-1].endswith("|COMPLETED"), (last, text)
+    return runs[-1] if runs else ""
