@@ -6,9 +6,12 @@ import contextlib
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +54,102 @@ def start_driver(args: list[str], *, cwd: Path, log: Path) -> subprocess.Popen[s
         )
 
 
+def script_command(module: str, experiment: str, *args: str) -> list[str]:
+    """``python -m MODULE [flags] +experiment=EXPERIMENT ARGS``: a training script run as a
+    user runs it, Hydra's flags (``-m``) before the overrides."""
+    flags = [a for a in args if a.startswith("-")]
+    rest = [a for a in args if a not in flags]
+    return [sys.executable, "-m", module, *flags, f"+experiment={experiment}", *rest]
+
+
+def run_script(
+    command: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` (:func:`script_command`) from ``cwd``, its output captured; ``env``
+    by default the repository on ``PYTHONPATH``."""
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)} if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl``."""
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def told(state_path: Path) -> int:
+    """Results a sweep's saved state (``searcher.json``) holds: a metric or an error per told
+    job; 0 before the state exists."""
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        return 0
+    trials = state["searcher"]["trials"]
+    return sum(len(t.get("metrics", {})) + (t.get("error") is not None) for t in trials)
+
+
+@dataclass(frozen=True)
+class KilledSweep:
+    """What :func:`kill_and_resume` saw: the results recorded at each kill, the output of
+    every driver in order (the last one's included), and the last, uninterrupted run."""
+
+    killed_at: list[int]
+    outputs: list[str]
+    final: subprocess.CompletedProcess[str]
+
+
+def kill_and_resume(
+    args: list[str], *, cwd: Path, state: Path, kills: int | Sequence[int]
+) -> KilledSweep:
+    """Run the sweep ``python train.py ARGS`` (its state at ``state``), SIGKILL the driver as
+    it records results, then run it once more to its end.
+
+    ``kills``: a number N kills N drivers, each once it has recorded a result of its own; a
+    sequence kills one driver per entry, once the state holds at least that many results.
+    A driver that ends (or runs 60 s) before its kill point is not killed.
+    """
+    command = [sys.executable, str(REPO / "train.py"), *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}  # lines up to a kill
+    thresholds: list[int | None] = [None] * kills if isinstance(kills, int) else list(kills)
+    killed_at: list[int] = []
+    outputs: list[str] = []
+    for threshold in thresholds:
+        kill_at = told(state) + 1 if threshold is None else threshold
+        driver = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = time.monotonic() + 60
+        while driver.poll() is None and time.monotonic() < deadline:
+            if told(state) >= kill_at:
+                driver.send_signal(signal.SIGKILL)
+                killed_at.append(told(state))
+                break
+            time.sleep(0.005)
+        outputs.append(driver.communicate(timeout=60)[0])
+    final = run_cli(args, cwd=cwd)
+    outputs.append(final.stdout)
+    return KilledSweep(killed_at, outputs, final)
+
+
+def validations(run_dir: Path) -> list[tuple[int, int, dict[str, float]]]:
+    """Each validation of ``metrics.jsonl``: (batches, records, metrics)."""
+    return [
+        (r["batches"], r["records"], r["metrics"])
+        for r in read_metrics(run_dir)
+        if r["kind"] == "validation"
+    ]
+
+
+def read_result(run_dir: Path) -> dict[str, Any]:
+    """The run's ``result.json``."""
+    result: dict[str, Any] = json.loads((run_dir / "result.json").read_text())
+    return result
 
 
 @contextlib.contextmanager

@@ -15,7 +15,13 @@ from detflow._core.counts import MAX_INT, check_count
 from detflow._core.errors import ConfigError
 from detflow._core.keys import check_known_keys
 from detflow._core.merge import Precedence
-from detflow._core.schema import CheckpointStorageConfig, ExperimentConfig, SearcherConfig
+from detflow._core.schema import (
+    RUNG_DEFAULTS,
+    CheckpointStorageConfig,
+    ExperimentConfig,
+    RungDefaults,
+    SearcherConfig,
+)
 from detflow._core.text import shown
 from detflow._core.tracking import DEFAULT_TRACKING, Tracking, parse_tracking
 from detflow._core.units import BatchMath, Length, parse_length
@@ -30,6 +36,7 @@ __all__ = [
     "Experiment",
     "PbtSettings",
     "SearcherSettings",
+    "rung_defaults",
 ]
 
 #: Trials a sweep may plan: each is checked before any starts, and its state kept.
@@ -54,6 +61,19 @@ SEARCHER_ALIASES = {
 ADAPTIVE_MODES = ("aggressive", "standard", "conservative")
 #: ``searcher.sampler`` of asha and adaptive_asha: how a new trial's hyperparameters are drawn.
 SAMPLERS = ("random", "tpe")
+
+
+def rung_defaults(name: str) -> RungDefaults:
+    """``searcher.divisor`` / ``max_rungs`` of searcher ``name`` (or an older name of it) when
+    not given; Determined's (4, 5) for a searcher without rungs.
+
+    >>> rung_defaults("asha"), rung_defaults("async_halving") == rung_defaults("asha")
+    (RungDefaults(divisor=3, max_rungs=4), True)
+    """
+    return RUNG_DEFAULTS.get(SEARCHER_ALIASES.get(name, name), _NO_RUNGS)
+
+
+_NO_RUNGS = RungDefaults(divisor=4, max_rungs=5)
 _MISSING = object()
 
 
@@ -201,9 +221,11 @@ class Experiment:
             max_concurrent_trials=_positive(
                 searcher_cfg, "searcher.max_concurrent_trials", _SEARCHER.max_concurrent_trials
             ),
-            divisor=_positive(searcher_cfg, "searcher.divisor", _SEARCHER.divisor, minimum=2),
+            divisor=_positive(
+                searcher_cfg, "searcher.divisor", rung_defaults(name).divisor, minimum=2
+            ),
             max_rungs=_positive(
-                searcher_cfg, "searcher.max_rungs", _SEARCHER.max_rungs, maximum=MAX_RUNGS
+                searcher_cfg, "searcher.max_rungs", rung_defaults(name).max_rungs, maximum=MAX_RUNGS
             ),
             space=dict(space),
             mode=_choice(searcher_cfg, "searcher.mode", _SEARCHER.mode, ADAPTIVE_MODES),

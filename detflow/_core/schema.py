@@ -20,6 +20,26 @@ __all__ = [
 # OmegaConf reads these annotations at run time: keep typing.Optional / Any spellings.
 
 
+@dataclass(frozen=True)
+class RungDefaults:
+    """``searcher.divisor`` and ``searcher.max_rungs`` of one searcher when not given."""
+
+    divisor: int
+    max_rungs: int
+
+
+#: Each rung searcher's defaults, chosen on lcbench's learning curves (bench/README.md): asha's
+#: bottom rung at max_length / 27 (Determined's divisor 4 and 5 rungs put it at / 256, where
+#: a short rung can rank configurations against their final result), adaptive_asha's
+#: brackets by thirds (capped as Determined caps them), bohb's Determined's ladder (it tests
+#: its short rungs before it trusts them).
+RUNG_DEFAULTS = {
+    "asha": RungDefaults(divisor=3, max_rungs=4),
+    "adaptive_asha": RungDefaults(divisor=3, max_rungs=5),
+    "bohb": RungDefaults(divisor=4, max_rungs=5),
+}
+
+
 @dataclass
 class SearcherConfig:
     """``searcher``: what to train for, how long, and how to search.
@@ -35,8 +55,8 @@ class SearcherConfig:
     max_length: Any = "1 epochs"
     max_trials: Optional[int] = None  # noqa: UP045 - single: 1; grid: its points; random, asha: required
     max_concurrent_trials: int = 1
-    divisor: int = 4
-    max_rungs: int = 5
+    divisor: Optional[int] = None  # noqa: UP045 - null: the searcher's (RUNG_DEFAULTS)
+    max_rungs: Optional[int] = None  # noqa: UP045 - null: the searcher's (RUNG_DEFAULTS)
     mode: str = "standard"  # adaptive_asha: aggressive | standard | conservative
     bracket_rungs: list[int] = field(default_factory=list)  # adaptive_asha: rungs per bracket
     min_length: Any = None  # asha, adaptive_asha, bohb: the bottom rung (null: from max_rungs)

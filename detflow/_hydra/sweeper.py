@@ -325,24 +325,56 @@ def _check_writable(parser: OverridesParser, key: str, values: Sequence[Any]) ->
 
 
 def _validate_points(plan: _Plan, searcher: Searcher) -> int:
-    """Load every planned point's config the cheap way (no Hydra composition)."""
+    """Load every planned point's config the cheap way (no Hydra composition), then the
+    first point with each dimension at each of its extreme values (:func:`_extremes`): a
+    searcher's model (``sampler: tpe``, bohb) may propose a value no planned point has."""
     points = searcher.planned_hparams()
     for trial_id, point in enumerate(points):
-        cfg = copy.deepcopy(plan.base)
-        for key, value in point.items():
-            set_path(cfg, key, value)
         try:
-            load_config(
-                cfg,
-                overrides=plan.fixed,
-                searcher_keys=list(point),
-                declared=plan.base.get("hyperparameters"),
-            )
+            _load_point(plan, point)
         except ConfigError as exc:
             raise ConfigError(
                 exc.key, exc.value, f"{exc.expected} (trial {trial_id} of the search: {point})"
             ) from None
+    if not points:
+        return 0
+    for key, dim in plan.space.items():
+        for value, what in _extremes(dim):
+            if key in points[0] and points[0][key] == value:
+                continue  # that very config was loaded above
+            try:
+                _load_point(plan, {**points[0], key: value})
+            except ConfigError as exc:
+                where = f"{key} = {shown(value)}, {what} of the search space"
+                raise ConfigError(exc.key, exc.value, f"{exc.expected} ({where})") from None
     return len(points)
+
+
+def _load_point(plan: _Plan, point: Mapping[str, Any]) -> None:
+    """Load the experiment with ``point``'s values set: a :class:`ConfigError` if invalid."""
+    cfg = copy.deepcopy(plan.base)
+    for key, value in point.items():
+        set_path(cfg, key, value)
+    load_config(
+        cfg,
+        overrides=plan.fixed,
+        searcher_keys=list(point),
+        declared=plan.base.get("hyperparameters"),
+    )
+
+
+def _extremes(dim: Dimension) -> list[tuple[Any, str]]:
+    """The values of ``dim`` validated before a sweep, each with what it is: every value of a
+    choice, both ends of an interval (whole numbers for an integer one).
+
+    >>> _extremes(Interval(0.5, 4.5, integer=True))
+    [(1, 'the low end of an interval'), (4, 'the high end of an interval')]
+    """
+    if isinstance(dim, Choice):
+        return [(value, "a value of a choice") for value in dim.values]
+    low: float | int = math.ceil(dim.low) if dim.integer else dim.low
+    high: float | int = math.floor(dim.high) if dim.integer else dim.high
+    return [(low, "the low end of an interval"), (high, "the high end of an interval")]
 
 
 def _make_searcher(plan: _Plan) -> Searcher:

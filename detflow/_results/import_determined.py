@@ -31,6 +31,8 @@ hyperparameters  -> hyperparameters: 2 values as written; 1 search dimension in 
                  syntax, which detflow reads (lr log)
 searcher         -> searcher (name, metric, max_length, max_trials, max_concurrent_trials):
                  adaptive_asha on val_loss, max_length '937 batches', max_trials 16
+                   searcher.divisor and max_rungs not given: detflow's adaptive_asha default
+                   (divisor 3, max_rungs 5; Determined's: divisor 4, max_rungs 5)
                    searcher.max_concurrent_trials: Determined's default 16 -> 16 (detflow's
                    default is 1)
 """
@@ -47,6 +49,7 @@ from typing import Any
 
 from detflow._core.determined import find_dimensions, is_determined
 from detflow._core.errors import ConfigError
+from detflow._core.experiment import SEARCHER_NAMES, rung_defaults
 from detflow._search.searchers import adaptive_brackets, bracket_concurrency
 
 __all__ = ["Entry", "Imported", "import_config", "module_text", "read_config", "report_lines"]
@@ -242,7 +245,7 @@ def _searcher(key: str, value: Any, ctx: _Context) -> Entry:
         name = "random" if dims else "single"
         details.append(
             f"searcher.name {given}: not in detflow; {name} written (detflow searches with "
-            "single, grid, random, asha, adaptive_asha, pbt)"
+            f"{', '.join(SEARCHER_NAMES)})"
         )
     elif name == "single" and dims:
         name = "random"
@@ -381,6 +384,14 @@ def _rungs(
             out["max_rungs"] = rungs
             if source == "num_rungs":
                 details.append(f"searcher.num_rungs {rungs} -> max_rungs")
+    missing = [key for key in ("divisor", "max_rungs") if key not in out]
+    if missing:
+        own = rung_defaults(name)
+        shown_defaults = ", ".join(f"{key} {getattr(own, key)}" for key in missing)
+        details.append(
+            f"searcher.{' and '.join(missing)} not given: detflow's {name} default "
+            f"({shown_defaults}; Determined's: divisor 4, max_rungs 5)"
+        )
     if name == "adaptive_asha":
         mode = value.get("mode")
         if mode is not None:
@@ -469,8 +480,8 @@ def _concurrency(
 def _as_many_as_possible(name: str, out: Mapping[str, Any]) -> int:
     given = out.get("population_size" if name == "pbt" else "max_trials")
     trials = given if isinstance(given, int) else DETERMINED_CONCURRENCY
-    divisor = int(out.get("divisor", 4))
-    rungs = int(out.get("max_rungs", 5))
+    divisor = int(out.get("divisor", rung_defaults(name).divisor))
+    rungs = int(out.get("max_rungs", rung_defaults(name).max_rungs))
     if name == "adaptive_asha":
         try:
             length = _length_amount(out.get("max_length")) or 10**9
@@ -510,14 +521,14 @@ def _trials_from_budget(
     if b_unit != t_unit:
         return None
     ratio = Fraction(int(b_amount), int(t_amount))
-    divisor = int(out.get("divisor", 4))
+    divisor = int(out.get("divisor", rung_defaults("adaptive_asha").divisor))
     try:
         brackets = adaptive_brackets(
             int(t_amount),
             10**9,  # no cap from max_trials: that is what is being found
             mode=str(out.get("mode", "standard")),
             divisor=divisor,
-            max_rungs=int(out.get("max_rungs", 5)),
+            max_rungs=int(out.get("max_rungs", rung_defaults("adaptive_asha").max_rungs)),
             bracket_rungs=list(out.get("bracket_rungs") or []),
         )
     except ConfigError:

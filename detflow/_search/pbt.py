@@ -49,7 +49,7 @@ from detflow._core.errors import ConfigError
 from detflow._core.experiment import PbtSettings
 from detflow._core.schema import SearcherConfig
 from detflow._core.text import shown
-from detflow._search.searchers import Job, Searcher, _Trial
+from detflow._search.searcher import Job, Searcher, TrialState
 from detflow._search.space import Choice, Interval, Space, sample
 
 __all__ = ["PbtSearcher", "explore", "generations", "make_pbt"]
@@ -328,7 +328,7 @@ class PbtSearcher(Searcher):
                 staying.append(_Planned(slot, member, None, dict(self._trials[member].hparams)))
         return children + staying
 
-    def _status(self, trial: _Trial, done: bool) -> TrialStatus:
+    def _status(self, trial: TrialState, done: bool) -> TrialStatus:
         if trial.trial_id in self._replaced and trial.error is None:
             return TrialStatus.STOPPED_EARLY
         return super()._status(trial, done)

@@ -24,10 +24,10 @@ True
 from __future__ import annotations
 
 import bisect
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Rung", "RungLadder", "rank_correlation"]
+__all__ = ["Rung", "RungLadder", "win_rate"]
 
 
 @dataclass
@@ -144,38 +144,19 @@ class RungLadder:
         return sum(len(rungs[rung]) for rungs in self._groups.values())
 
 
-def _ranks(values: list[float]) -> list[float]:
-    """Each value's rank (1 = smallest), ties the mean of their ranks."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+def win_rate(scores: Sequence[float], others: Sequence[float]) -> float:
+    """How often a score of ``scores`` is better (smaller) than one of ``others``, over every
+    pair (ties count a half): the Mann-Whitney statistic ``U / (n * m)``; 0.5 if either is empty.
 
-
-def rank_correlation(xs: list[float], ys: list[float]) -> float:
-    """Spearman's rank correlation of two equally long lists (ties: mean ranks); 0.0 where
-    either list has a single distinct value (no ranking to compare).
-
-    >>> rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]), rank_correlation([1, 2, 3], [3, 2, 1])
-    (1.0, -1.0)
+    >>> win_rate([1.0, 2.0], [3.0, 4.0]), win_rate([1.0, 4.0], [2.0, 3.0]), win_rate([1.0], [1.0])
+    (1.0, 0.5, 0.5)
     """
-    if len(xs) != len(ys):
-        raise ValueError(f"lists of {len(xs)} and {len(ys)} values")
-    rx, ry = _ranks(xs), _ranks(ys)
-    n = len(rx)
-    if n == 0:
-        return 0.0
-    mx, my = sum(rx) / n, sum(ry) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return 0.0
-    return sxy / math.sqrt(sxx * syy)
+    if not scores or not others:
+        return 0.5
+    ranked = sorted(others)
+    wins = 0.0
+    for score in scores:
+        below = bisect.bisect_left(ranked, score)  # others better than score
+        above = len(ranked) - bisect.bisect_right(ranked, score)  # others worse than score
+        wins += above + (len(ranked) - below - above) / 2
+    return wins / (len(scores) * len(ranked))

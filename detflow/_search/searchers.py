@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import math
 import random
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from detflow._core.artifacts import TrialStatus
 from detflow._core.counts import check_count
 from detflow._core.errors import ConfigError
 from detflow._core.experiment import (
@@ -35,10 +33,21 @@ from detflow._core.experiment import (
     SEARCHER_ALIASES,
     SEARCHER_NAMES,
     PbtSettings,
+    rung_defaults,
 )
 from detflow._core.schema import SearcherConfig
 from detflow._core.text import shown
-from detflow._search.rungs import RungLadder, rank_correlation
+from detflow._search.pbt import make_pbt
+from detflow._search.rungs import RungLadder, win_rate
+from detflow._search.searcher import (
+    STATE_VERSION,
+    Job,
+    Searcher,
+    TrialRecord,
+    TrialState,
+    rank_key,
+    trial_status,
+)
 from detflow._search.space import Choice, Space, grid_points, sample
 from detflow._search.tpe import DensityModel, TpeSettings, min_observations, propose
 
@@ -65,364 +74,7 @@ __all__ = [
 ]
 
 _DEFAULTS = SearcherConfig()  # the schema is the one table of defaults
-_STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Job:
-    """What :meth:`Searcher.ask` tells the driver to run.
-
-    ``length`` is the cumulative target length; ``promotion`` means: continue ``trial_id``
-    from its checkpoint up to ``length`` rather than starting a new trial.
-
-    Examples
-    --------
-    >>> Job(trial_id=0, hparams={"lr": 0.1}, length=Fraction(1, 4), rung=0, promotion=False)
-    Job(trial_id=0, hparams={'lr': 0.1}, length=Fraction(1, 4), rung=0, promotion=False)
-    """
-
-    trial_id: int
-    hparams: dict[str, Any]
-    length: Fraction
-    rung: int
-    promotion: bool
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial as reported by :meth:`Searcher.trials`.
-
-    ``status`` is one of RUNNING, PENDING (waiting below the top rung for a promotion that may
-    still come), COMPLETED (finished the top rung), STOPPED_EARLY (below the top rung when the
-    search ended) and FAILED. ``rung`` is the rung of the trial's latest job. ``best_metric``
-    is the best ``searcher.metric`` at any of the trial's validations (what its best
-    checkpoint holds, ``result.json``'s ``best_metric``); ``last_metric`` the one at the end of
-    its furthest rung.
-
-    Examples
-    --------
-    >>> TrialRecord(3, {}, TrialStatus.COMPLETED, Fraction(5), 0.25, 0.25, None, 0).status
-    <TrialStatus.COMPLETED: 'COMPLETED'>
-    """
-
-    trial_id: int
-    hparams: dict[str, Any]
-    status: TrialStatus
-    length_trained: Fraction
-    best_metric: float | None
-    last_metric: float | None
-    error: str | None
-    rung: int
-
-
-@dataclass
-class _Trial:
-    """A searcher's own, mutable view of one trial."""
-
-    trial_id: int
-    hparams: dict[str, Any]
-    rung: int = 0
-    metrics: dict[int, float] = field(default_factory=dict)  # rung -> metric reported there
-    length_trained: Fraction = Fraction(0)
-    error: str | None = None
-    best: float | None = None  # the best metric at any validation, as told
-
-
-def rank_key(
-    rung: int, best: float, trial_id: int, smaller_is_better: bool
-) -> tuple[int, float, int]:
-    """How trials rank, best first: the furthest rung reported, then the trial's best metric
-    (the best ``searcher.metric`` at any of its validations), then the trial id. Ranking by
-    rung first keeps a short trial's metric from beating a longer one's. The sweep's closing
-    line and ``detflow summary`` rank with this same key.
-
-    >>> sorted([(0, 0.1, 0), (1, 0.5, 1)], key=lambda t: rank_key(*t, smaller_is_better=True))
-    [(1, 0.5, 1), (0, 0.1, 0)]
-    """
-    return (-rung, best if smaller_is_better else -best, trial_id)
-
-
-def trial_status(*, in_flight: bool, failed: bool, top_rung: bool, done: bool) -> TrialStatus:
-    """A trial's status from what the search state says of it (``detflow summary`` reads
-    ``searcher.json`` with this same rule).
-
-    >>> trial_status(in_flight=False, failed=False, top_rung=False, done=True)
-    <TrialStatus.STOPPED_EARLY: 'STOPPED_EARLY'>
-    """
-    if in_flight:
-        return TrialStatus.RUNNING
-    if failed:
-        return TrialStatus.FAILED
-    if top_rung:
-        return TrialStatus.COMPLETED
-    return TrialStatus.STOPPED_EARLY if done else TrialStatus.PENDING
-
-
-def _fraction_str(value: Fraction) -> str:
-    return f"{value.numerator}/{value.denominator}"
-
-
-def _check_length(value: int | Fraction) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, int | Fraction) or value <= 0:
-        raise ConfigError("searcher.max_length", shown(value), "a positive length")
-    return Fraction(value)
-
-
-class Searcher(ABC):
-    """Decides which trials run, with which hyperparameters, and how long.
-
-    Subclasses say which hyperparameters a new trial gets (``_new_hparams``) and, for
-    adaptive searchers, which trial to promote (``_promotion``); the bookkeeping is shared.
-
-    Examples
-    --------
-    >>> searcher = SingleSearcher(max_length=10)
-    >>> job = searcher.ask()
-    >>> (job.trial_id, job.length, searcher.ask())
-    (0, Fraction(10, 1), None)
-    >>> searcher.tell(0, metric=0.5, length=job.length)
-    >>> str(searcher.trials()[0].status), searcher.done
-    ('COMPLETED', True)
-    """
-
-    def __init__(
-        self,
-        max_length: int | Fraction,
-        *,
-        metric: str = _DEFAULTS.metric,
-        smaller_is_better: bool = True,
-    ) -> None:
-        self.metric = metric
-        self.smaller_is_better = smaller_is_better
-        self.max_length = _check_length(max_length)
-        self.rung_lengths: tuple[Fraction, ...] = (self.max_length,)
-        #: The swept keys in search order (the space's), saved for readers of the state.
-        self.keys: tuple[str, ...] = ()
-        self._trials: list[_Trial] = []
-        self._in_flight: dict[int, Job] = {}  # in the order asked
-
-    @abstractmethod
-    def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
-        """Hyperparameters of a new trial ``trial_id``, or None when no new trial may start."""
-
-    def _promotion(self) -> int | None:
-        """The trial to promote to its next rung now, if any."""
-        return None
-
-    def _settings(self) -> dict[str, Any]:
-        """What must not change between saving a state and loading it."""
-        return {
-            "searcher": type(self).__name__,
-            "smaller_is_better": self.smaller_is_better,
-            "rung_lengths": [_fraction_str(length) for length in self.rung_lengths],
-        }
-
-    def _score(self, metric: float) -> float:
-        """``metric`` made smaller-is-better."""
-        return metric if self.smaller_is_better else -metric
-
-    def _next_job(self) -> Job | None:
-        trial_id = self._promotion()
-        if trial_id is not None:
-            trial = self._trials[trial_id]
-            rung = trial.rung + 1
-            return Job(trial_id, dict(trial.hparams), self.rung_lengths[rung], rung, True)
-        trial_id = len(self._trials)
-        hparams = self._new_hparams(trial_id)
-        if hparams is None:
-            return None
-        start = self._new_trial_rung()
-        return Job(trial_id, hparams, self.rung_lengths[start], start, False)
-
-    def _new_trial_rung(self) -> int:
-        """The rung a new trial starts at now."""
-        return 0
-
-    def _recorded(self, trial: _Trial, rung: int) -> None:
-        """``trial``'s metric at ``rung`` was just recorded (a hook: nothing by default)."""
-        return None
-
-    def _reloaded(self) -> None:
-        """The state was just loaded (a hook: nothing by default)."""
-        return None
-
-    def _start_rung(self, trial_id: int) -> int:
-        """The rung trial ``trial_id`` started at (its first job is not a promotion)."""
-        return 0
-
-    def warnings(self) -> list[str]:
-        """What the plan should warn of before the search starts (none by default)."""
-        return []
-
-    def planned_hparams(self) -> list[dict[str, Any]]:
-        """Hyperparameters of every new trial this searcher would create, in order.
-
-        >>> from detflow._search.space import Choice
-        >>> GridSearcher({"lr": Choice((0.1, 0.2))}, 8).planned_hparams()
-        [{'lr': 0.1}, {'lr': 0.2}]
-        """
-        planned: list[dict[str, Any]] = []
-        while (hparams := self._new_hparams(len(planned))) is not None:
-            planned.append(hparams)
-        return planned
-
-    def ask(self) -> Job | None:
-        """The next job to start now, marked in flight; None until a result comes, or at the end."""
-        job = self._next_job()
-        if job is None:
-            return None
-        if job.promotion:
-            self._trials[job.trial_id].rung = job.rung
-        else:
-            self._trials.append(_Trial(job.trial_id, dict(job.hparams), rung=job.rung))
-        self._in_flight[job.trial_id] = job
-        return job
-
-    def tell(
-        self,
-        trial_id: int,
-        metric: float | None,
-        length: int | Fraction,
-        error: str | None = None,
-        best: float | None = None,
-    ) -> None:
-        """Record the result of ``trial_id``'s job in flight: its metric and cumulative length.
-
-        ``metric`` is the one at the job's end (the rung's, which promotions compare);
-        ``best`` the best at any validation of the trial so far (``result.json``'s
-        ``best_metric``; ``metric`` when not given). A set ``error``, a missing metric or a
-        nan metric marks the trial FAILED; a failed trial is never promoted and counts against
-        ``max_trials``.
-        """
-        if trial_id not in self._in_flight:
-            raise ValueError(f"trial {trial_id} has no job in flight")
-        job = self._in_flight.pop(trial_id)
-        trial = self._trials[trial_id]
-        trial.length_trained = Fraction(length)
-        if error is None and metric is None:
-            error = "no metric reported"
-        elif error is None and metric is not None and math.isnan(metric):
-            error = "metric is nan"
-        if error is not None:
-            trial.error = error
-        elif metric is not None:
-            trial.metrics[job.rung] = float(metric)
-            told = [float(m) for m in (trial.best, metric, best) if m is not None]
-            trial.best = min((m for m in told if not math.isnan(m)), key=self._score)
-            self._recorded(trial, job.rung)
-
-    def in_flight(self) -> list[Job]:
-        """Jobs asked and not yet told, in the order asked: the ones to relaunch on resume."""
-        return list(self._in_flight.values())
-
-    @property
-    def done(self) -> bool:
-        """True when nothing is in flight and :meth:`ask` would return None forever."""
-        return not self._in_flight and self._next_job() is None
-
-    def _status(self, trial: _Trial, done: bool) -> TrialStatus:
-        return trial_status(
-            in_flight=trial.trial_id in self._in_flight,
-            failed=trial.error is not None,
-            top_rung=trial.rung == len(self.rung_lengths) - 1,
-            done=done,
-        )
-
-    def trials(self) -> list[TrialRecord]:
-        """One record per trial created so far, by trial id."""
-        done = self.done
-        records = []
-        for trial in self._trials:
-            best = self._best_of(trial)
-            last = trial.metrics[max(trial.metrics)] if trial.metrics else None
-            status = self._status(trial, done)
-            records.append(
-                TrialRecord(
-                    trial.trial_id,
-                    dict(trial.hparams),
-                    status,
-                    trial.length_trained,
-                    best,
-                    last,
-                    trial.error,
-                    trial.rung,
-                )
-            )
-        return records
-
-    def _best_of(self, trial: _Trial) -> float | None:
-        """The trial's best metric: as told, else the best at its rungs' ends."""
-        if trial.best is not None or not trial.metrics:
-            return trial.best
-        return min(trial.metrics.values(), key=self._score)
-
-    def best(self) -> TrialRecord | None:
-        """The best trial that did not fail: furthest rung reported first, then by its best
-        metric (the best at any of its validations). Trials rank by :func:`rank_key`.
-        """
-        candidates = [t for t in self._trials if t.metrics and t.error is None]
-        if not candidates:
-            return None
-
-        def key(trial: _Trial) -> tuple[int, float, int]:
-            best = self._best_of(trial)
-            assert best is not None  # it has metrics
-            return rank_key(max(trial.metrics), best, trial.trial_id, self.smaller_is_better)
-
-        best_id = min(candidates, key=key).trial_id
-        return self.trials()[best_id]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The searcher's state as JSON-ready data (Fractions as ``"num/den"`` strings)."""
-        return {
-            "version": _STATE_VERSION,
-            "settings": self._settings(),
-            "trials": [
-                {
-                    "trial_id": t.trial_id,
-                    "hparams": t.hparams,
-                    "rung": t.rung,
-                    "metrics": [[rung, m] for rung, m in sorted(t.metrics.items())],
-                    "length_trained": _fraction_str(t.length_trained),
-                    "error": t.error,
-                    "best": t.best,
-                }
-                for t in self._trials
-            ],
-            "in_flight": list(self._in_flight),
-            "keys": list(self.keys),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state``, saved by a searcher built with the same settings.
-
-        Raises ``ValueError`` if the settings that decide the search differ.
-        """
-        if state.get("version") != _STATE_VERSION or state.get("settings") != self._settings():
-            raise ValueError(
-                "the saved search state does not match this searcher: "
-                f"saved {state.get('settings')}, now {self._settings()}"
-            )
-        self._trials = [
-            _Trial(
-                trial_id=int(t["trial_id"]),
-                hparams=dict(t["hparams"]),
-                rung=int(t["rung"]),
-                metrics={int(rung): float(m) for rung, m in t["metrics"]},
-                length_trained=Fraction(t["length_trained"]),
-                error=t["error"],
-                best=None if t.get("best") is None else float(t["best"]),  # older states: none
-            )
-            for t in state["trials"]
-        ]
-        self._in_flight = {}
-        for trial_id in state["in_flight"]:
-            trial = self._trials[trial_id]
-            length = self.rung_lengths[trial.rung]
-            promotion = trial.rung > self._start_rung(trial_id)
-            job = Job(trial_id, dict(trial.hparams), length, trial.rung, promotion)
-            self._in_flight[trial_id] = job
-        self._reloaded()
+_ASHA, _ADAPTIVE, _BOHB = (rung_defaults(n) for n in ("asha", "adaptive_asha", "bohb"))
 
 
 class SingleSearcher(Searcher):
@@ -615,8 +267,8 @@ class AshaSearcher(RandomSearcher):
         max_length: int | Fraction,
         max_trials: int,
         *,
-        divisor: int = _DEFAULTS.divisor,
-        max_rungs: int = _DEFAULTS.max_rungs,
+        divisor: int = _ASHA.divisor,
+        max_rungs: int = _ASHA.max_rungs,
         min_length: int | Fraction | None = None,
         sampler: str = _DEFAULTS.sampler,
         random_fraction: float = _DEFAULTS.random_fraction,
@@ -652,7 +304,7 @@ class AshaSearcher(RandomSearcher):
         """Which of the ladder's groups ``trial_id`` is promoted within (one for ASHA)."""
         return 0
 
-    def _recorded(self, trial: _Trial, rung: int) -> None:
+    def _recorded(self, trial: TrialState, rung: int) -> None:
         self._told += 1
         waiting = trial.rung == rung and trial.error is None
         score = self._score(trial.metrics[rung])
@@ -675,10 +327,17 @@ class AshaSearcher(RandomSearcher):
     def _promotion(self) -> int | None:
         return self._ladder.promotable(0, range(len(self.rung_lengths) - 2, -1, -1), self.divisor)
 
+    def _model_floor(self) -> int:
+        """The lowest rung the model may be fitted on: the second (the bottom rung's results
+        are the cheapest and, measured on lcbench, bias the proposals towards configurations
+        that only start well), the bottom one if it is the only rung."""
+        return min(1, len(self.rung_lengths) - 1)
+
     def _model_rung(self) -> int | None:
-        """The rung the density model is fitted on: the highest with results enough."""
+        """The rung the density model is fitted on: the highest from :meth:`_model_floor` up
+        with results enough."""
         least = min_observations(self.space)
-        for rung in range(len(self.rung_lengths) - 1, -1, -1):
+        for rung in range(len(self.rung_lengths) - 1, self._model_floor() - 1, -1):
             if self._ladder.count(rung) >= least:
                 return rung
         return None
@@ -748,46 +407,44 @@ class AshaSearcher(RandomSearcher):
 
 @dataclass(frozen=True)
 class RungTrust:
-    """What :class:`BohbSearcher` learned of one rung: how the ``pairs`` trials with results
-    at both ``rung`` and ``compared_with`` rank at each (Spearman's ``correlation``), and so
-    whether the rung ``misleads`` (ranks them unlike the longer rung does).
+    """What :class:`BohbSearcher` learned of one rung: at the next rung (``compared_at``), how
+    often one of the ``promoted`` trials (selected at ``rung`` or below) beats one of the
+    ``direct`` trials that started there unselected (``win_rate``, 0.5 when selecting by the
+    rung does no better than not selecting at all), and so whether the rung is ``useful``.
 
-    >>> RungTrust(rung=0, compared_with=2, pairs=9, correlation=-0.5, misleads=True).misleads
-    True
+    >>> RungTrust(rung=0, compared_at=1, promoted=6, direct=6, win_rate=0.5, useful=False).useful
+    False
     """
 
     rung: int
-    compared_with: int
-    pairs: int
-    correlation: float
-    misleads: bool
+    compared_at: int
+    promoted: int
+    direct: int
+    win_rate: float
+    useful: bool
 
 
 class BohbSearcher(AshaSearcher):
     """BOHB (Falkner et al., ICML 2018) on ASHA's promotions: new trials' hyperparameters from
     the TPE density model (:mod:`detflow._search.tpe`, ``random_fraction`` of them at random),
-    promotions as :class:`AshaSearcher`'s, and a guard against rungs that mislead.
+    promotions as :class:`AshaSearcher`'s, and a test of each short rung before it is trusted.
 
-    A short rung misleads when its ranking of trials is unlike a longer rung's: at a rung
-    where 1 epoch's accuracy ranks configurations against their final accuracy, ASHA keeps
-    the worst. So for each rung ``r`` below the top that shares at least :attr:`MIN_PAIRS`
-    trials with rung ``r + 1`` (the trials promoted from it that reported there), BOHB
-    compares the two rungs by Spearman's rank correlation of those trials' metrics at each
-    (:meth:`rung_trust`; the next rung, not the top: the trials that reached the top are few
-    and lie too close together to rank). The rung misleads when the correlation is below
-    :attr:`MISLEADING_BELOW` even one standard error higher (Fisher's ``z``, ``1 / sqrt(pairs -
-    3)``: with 8 pairs below -0.42, with 40 below -0.16), so that the noise of a few promoted
-    trials (whose results lie close together) is not taken for a misleading rung. Then:
+    A short rung is only worth its results if the trials it selects are better at the next
+    rung than trials it never judged: on lcbench, 1 epoch's accuracy of 52 selects no better
+    than chance on most tasks and worse on some (``bench/README.md``). So while the rung new
+    trials start at (:meth:`start_rung`, ``s``) is untested, one new trial in ``divisor``
+    starts one rung higher, at ``s + 1``, unselected (a hedge, as a Hyperband bracket that
+    starts there), until :attr:`MIN_HEDGED` have. Once rung ``s + 1`` holds
+    :attr:`MIN_HEDGED` results of each kind, the rung is tested (:meth:`rung_trust`): it is
+    useful when the promoted trials beat the direct ones by the Mann-Whitney ``win_rate``
+    more than one standard error above 0.5 (``sqrt((n + m + 1) / (12 n m))``; 0.67 with 6
+    and 6). A rung that is not useful is skipped: new trials start above it, and the next
+    rung is tested the same way (never the top: a hedge there would be a full-length trial).
+    The model is fitted on the highest rung with results enough at or above the start rung and
+    above the bottom rung (:meth:`AshaSearcher._model_rung`).
 
-    - new trials start above the highest misleading rung (:meth:`start_rung`), so no new trial
-      is judged by a rung that misleads (trials already there are promoted as ASHA does: their
-      results at the next rung keep the comparison going);
-    - the model is fitted only on rungs from there up (the highest with results enough; until
-      one has, proposals are random).
-
-    Until a rung has :attr:`MIN_PAIRS` pairs it is trusted (ASHA's own assumption). Everything
-    decided here is a function of the results told, so a resumed search decides the same; the
-    state adds each trial's start rung.
+    Everything decided here is a function of the results told and of each trial's start rung
+    (in the state), so a resumed search decides the same.
 
     Examples
     --------
@@ -796,12 +453,12 @@ class BohbSearcher(AshaSearcher):
     ...                         divisor=3, max_rungs=3)
     >>> searcher.rung_lengths, searcher.start_rung()
     ((Fraction(1, 1), Fraction(3, 1), Fraction(9, 1)), 0)
+    >>> [searcher.ask().rung for _ in range(4)]  # the third trial hedges at rung 1
+    [0, 0, 1, 0]
     """
 
-    #: Trials with results at both rungs before their rank correlation is trusted.
-    MIN_PAIRS = 8
-    #: A rung whose rank correlation with a longer one is below this misleads.
-    MISLEADING_BELOW = 0.0
+    #: Trials of each kind (promoted, direct) at the next rung before a rung is tested.
+    MIN_HEDGED = 8
 
     def __init__(
         self,
@@ -809,8 +466,8 @@ class BohbSearcher(AshaSearcher):
         max_length: int | Fraction,
         max_trials: int,
         *,
-        divisor: int = _DEFAULTS.divisor,
-        max_rungs: int = _DEFAULTS.max_rungs,
+        divisor: int = _BOHB.divisor,
+        max_rungs: int = _BOHB.max_rungs,
         min_length: int | Fraction | None = None,
         random_fraction: float = _DEFAULTS.random_fraction,
         seed: int = 0,
@@ -833,58 +490,84 @@ class BohbSearcher(AshaSearcher):
             steps_of=steps_of,
         )
         self._start_of: list[int] = []  # trial id -> the rung it started at
+        self._started_at = [0] * len(self.rung_lengths)  # trials started per rung
         self._trust: tuple[int, list[RungTrust]] | None = None  # (results told, trust)
 
+    def _test(self, rung: int) -> RungTrust | None:
+        """``rung`` tested at the next one: its first :attr:`MIN_HEDGED` promoted trials
+        against the first as many that started there (None: too few results yet)."""
+        promoted: list[tuple[int, float]] = []
+        direct: list[tuple[int, float]] = []
+        for score, trial_id in self._ladder.rung(0, rung + 1).ranked():
+            start = self._start_of[trial_id]
+            if start <= rung:
+                promoted.append((trial_id, score))
+            elif start == rung + 1:
+                direct.append((trial_id, score))
+        # The first of each, by trial id: the hedges and the trials drawn beside them. Later
+        # ones were proposed by a model fitted since, better whichever rung they started at:
+        # taking them in would judge the rung by when its trials were drawn.
+        k = self.MIN_HEDGED
+        if min(len(promoted), len(direct)) < k:
+            return None
+        rate = win_rate([s for _, s in sorted(promoted)[:k]], [s for _, s in sorted(direct)[:k]])
+        n = m = k
+        useful = rate - math.sqrt((n + m + 1) / (12 * n * m)) > 0.5
+        return RungTrust(rung, rung + 1, n, m, rate, useful)
+
     def rung_trust(self) -> list[RungTrust]:
-        """What the results say of each rung below the top that shares :attr:`MIN_PAIRS`
-        trials with the next (see the class docstring)."""
+        """The tests of the rungs so far, bottom up: each rung that was skipped, then the one
+        new trials start at if it was tested (see the class docstring)."""
         if self._trust is not None and self._trust[0] == self._told:
             return self._trust[1]
         found = []
         top = len(self.rung_lengths) - 1
-        for rung in range(top):
-            here = self._ladder.rung(0, rung)
-            pairs = [
-                (here_score, score)
-                for score, t in self._ladder.rung(0, rung + 1).ranked()
-                if (here_score := here.score(t)) is not None
-            ]
-            if len(pairs) < self.MIN_PAIRS:
-                continue
-            rho = rank_correlation([a for a, _ in pairs], [b for _, b in pairs])
-            z = math.atanh(min(max(rho, -0.999999), 0.999999))
-            misleads = math.tanh(z + 1 / math.sqrt(len(pairs) - 3)) < self.MISLEADING_BELOW
-            found.append(RungTrust(rung, rung + 1, len(pairs), rho, misleads))
+        for rung in range(top - 1):  # rung + 1 < top: hedges never train to max_length
+            trust = self._test(rung)
+            if trust is None:
+                break
+            found.append(trust)
+            if trust.useful:
+                break
         self._trust = (self._told, found)
         return found
 
     def start_rung(self) -> int:
-        """The rung new trials start at now: above the highest rung that misleads."""
-        misleading = [t.rung for t in self.rung_trust() if t.misleads]
-        return max(misleading) + 1 if misleading else 0
+        """The rung new trials start at now: the lowest not found useless."""
+        return sum(1 for t in self.rung_trust() if not t.useful)
+
+    def _hedging(self, start: int) -> bool:
+        """Whether the next new trial starts one rung above ``start``, unselected: while the
+        rung ``start`` is untested, one new trial in ``divisor``, :attr:`MIN_HEDGED` at most."""
+        trust = self.rung_trust()
+        tested = bool(trust) and trust[-1].rung == start
+        hedged = self._started_at[start + 1] if start + 1 < len(self._started_at) else 0
+        return (
+            start + 2 < len(self.rung_lengths)
+            and not tested
+            and hedged < self.MIN_HEDGED
+            and (hedged + 1) * self.divisor <= self._started_at[start] + 1
+        )
 
     def _new_trial_rung(self) -> int:
-        return self.start_rung()
+        start = self.start_rung()
+        return start + 1 if self._hedging(start) else start
 
     def _start_rung(self, trial_id: int) -> int:
         return self._start_of[trial_id]
 
-    def _model_rung(self) -> int | None:
-        rung = super()._model_rung()
-        return rung if rung is not None and rung >= self.start_rung() else None
+    def _model_floor(self) -> int:
+        return max(super()._model_floor(), self.start_rung())
 
     def ask(self) -> Job | None:
         job = super().ask()
         if job is not None and not job.promotion:
             self._start_of.append(job.rung)
+            self._started_at[job.rung] += 1
         return job
 
     def _settings(self) -> dict[str, Any]:
-        return {
-            **super()._settings(),
-            "min_pairs": self.MIN_PAIRS,
-            "misleading_below": self.MISLEADING_BELOW,
-        }
+        return {**super()._settings(), "min_hedged": self.MIN_HEDGED}
 
     def state_dict(self) -> dict[str, Any]:
         """:meth:`Searcher.state_dict`, each trial's start rung by trial id, and (to read,
@@ -895,17 +578,18 @@ class BohbSearcher(AshaSearcher):
             "rung_trust": [
                 {
                     "rung": t.rung,
-                    "compared_with": t.compared_with,
-                    "pairs": t.pairs,
-                    "correlation": t.correlation,
-                    "misleads": t.misleads,
+                    "compared_at": t.compared_at,
+                    "promoted": t.promoted,
+                    "direct": t.direct,
+                    "win_rate": t.win_rate,
+                    "useful": t.useful,
                 }
                 for t in self.rung_trust()
             ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION or state.get("settings") != self._settings():
+        if state.get("version") != STATE_VERSION or state.get("settings") != self._settings():
             super().load_state_dict(state)  # refuses it, naming both settings
         starts = state.get("start_rungs")
         if not isinstance(starts, list) or len(starts) != len(state.get("trials") or []):
@@ -920,6 +604,9 @@ class BohbSearcher(AshaSearcher):
         except Exception:
             self._start_of = previous
             raise
+        self._started_at = [0] * len(self.rung_lengths)
+        for rung in self._start_of:
+            self._started_at[rung] += 1
         self._trust = None
 
 
@@ -958,8 +645,8 @@ def adaptive_brackets(
     max_trials: int,
     *,
     mode: str = _DEFAULTS.mode,
-    divisor: int = _DEFAULTS.divisor,
-    max_rungs: int = _DEFAULTS.max_rungs,
+    divisor: int = _ADAPTIVE.divisor,
+    max_rungs: int = _ADAPTIVE.max_rungs,
     bracket_rungs: Sequence[int] = (),
     max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
     min_length: int | Fraction | None = None,
@@ -983,10 +670,10 @@ def adaptive_brackets(
     --------
     Determined's defaults (16 trials, 5 rungs, divisor 4, standard): the cap leaves 3 rungs.
 
-    >>> adaptive_brackets(937, 16, max_concurrent_trials=2)
+    >>> adaptive_brackets(937, 16, divisor=4, max_concurrent_trials=2)
     (Bracket(rungs=3, max_trials=12, max_concurrent_trials=1), \
 Bracket(rungs=2, max_trials=4, max_concurrent_trials=1))
-    >>> [b.max_trials for b in adaptive_brackets(10**6, 100, bracket_rungs=[2, 4, 3])]
+    >>> [b.max_trials for b in adaptive_brackets(10**6, 100, divisor=4, bracket_rungs=[2, 4, 3])]
     [70, 22, 8]
     """
     if mode not in MODE_BRACKETS:
@@ -1079,8 +766,8 @@ class AdaptiveAshaSearcher(AshaSearcher):
         max_trials: int,
         *,
         mode: str = _DEFAULTS.mode,
-        divisor: int = _DEFAULTS.divisor,
-        max_rungs: int = _DEFAULTS.max_rungs,
+        divisor: int = _ADAPTIVE.divisor,
+        max_rungs: int = _ADAPTIVE.max_rungs,
         bracket_rungs: Sequence[int] = (),
         max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
         min_length: int | Fraction | None = None,
@@ -1210,7 +897,7 @@ class AdaptiveAshaSearcher(AshaSearcher):
         return {**super().state_dict(), "brackets": list(self._bracket_of)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION or state.get("settings") != self._settings():
+        if state.get("version") != STATE_VERSION or state.get("settings") != self._settings():
             super().load_state_dict(state)  # refuses it, naming both settings
         brackets = state.get("brackets")
         if not isinstance(brackets, list) or len(brackets) != len(state.get("trials") or []):
@@ -1235,8 +922,8 @@ def make_searcher(
     seed: int,
     metric: str,
     smaller_is_better: bool,
-    divisor: int = _DEFAULTS.divisor,
-    max_rungs: int = _DEFAULTS.max_rungs,
+    divisor: int | None = None,
+    max_rungs: int | None = None,
     mode: str = _DEFAULTS.mode,
     bracket_rungs: Sequence[int] = (),
     max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
@@ -1251,15 +938,17 @@ def make_searcher(
     ``async_halving``) build the searcher that does what they did.
 
     ``single`` takes a space of one-value choices only (fixed hyperparameters); ``grid``
-    ignores ``max_trials``; ``min_length`` is for asha, adaptive_asha and bohb, ``sampler``
+    ignores ``max_trials``; ``divisor`` / ``max_rungs`` left None are the searcher's own
+    defaults (:func:`~detflow._core.experiment.rung_defaults`); ``min_length`` is for asha,
+    adaptive_asha and bohb, ``sampler``
     for asha and adaptive_asha (bohb always proposes with its model). Every count is checked,
     whichever searcher uses it.
 
     Examples
     --------
     >>> make_searcher("asha", space={}, max_length=16, max_trials=8, seed=0,
-    ...               metric="validation_loss", smaller_is_better=True, max_rungs=3).rung_lengths
-    (Fraction(1, 1), Fraction(4, 1), Fraction(16, 1))
+    ...               metric="validation_loss", smaller_is_better=True).rung_lengths  # 3 and 4
+    (Fraction(16, 27), Fraction(16, 9), Fraction(16, 3), Fraction(16, 1))
     >>> type(make_searcher("adaptive", space={}, max_length=16, max_trials=8, seed=0,
     ...                    metric="loss", smaller_is_better=True)).__name__
     'AdaptiveAshaSearcher'
@@ -1270,11 +959,13 @@ def make_searcher(
     detflow._core.errors.ConfigError: searcher.name = 'bogus' is not valid: expected one of ...
     """
     check_count("searcher.max_trials", max_trials, 1)
-    check_count("searcher.divisor", divisor, 2)
-    check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
     if not isinstance(name, str):
         raise ConfigError("searcher.name", shown(name), f"one of {', '.join(SEARCHER_NAMES)}")
     name = SEARCHER_ALIASES.get(name, name)
+    divisor = rung_defaults(name).divisor if divisor is None else divisor
+    max_rungs = rung_defaults(name).max_rungs if max_rungs is None else max_rungs
+    check_count("searcher.divisor", divisor, 2)
+    check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
     common: dict[str, Any] = {"metric": metric, "smaller_is_better": smaller_is_better}
     if name == "single":
         for key, dim in sorted(space.items()):
@@ -1326,7 +1017,5 @@ def make_searcher(
             **common,
         )
     if name == "pbt":
-        from detflow._search.pbt import make_pbt  # it builds on this module's Searcher
-
         return make_pbt(space, max_length, pbt, seed=seed, **common)
     raise ConfigError("searcher.name", shown(name), f"one of {', '.join(SEARCHER_NAMES)}")

@@ -5,19 +5,14 @@ rerun."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from detflow._search.space import Interval, Space, sample
-from tests.e2e.test_sweep_cli import _comparable, _launches, _told, _without_times, rows, sweep
+from tests.e2e.test_sweep_cli import _comparable, _launches, _without_times, rows, sweep
 from tests.slurm_support import _slurm_must_run_in_ci, needs_slurm
-from tests.support import REPO, read_metrics
+from tests.support import kill_and_resume, read_metrics, told
 
 _ = _slurm_must_run_in_ci
 BOHB = [
@@ -56,7 +51,8 @@ def _check_a_finished_bohb_sweep(sweep_root: Path, stdout: str) -> None:
     assert [m["batches"] for m in trained] == [32, 64, 96, 128]  # continued, not restarted
     state = json.loads((sweep_root / "sweep" / "searcher.json").read_text())["searcher"]
     assert state["settings"]["searcher"] == "BohbSearcher"
-    assert state["start_rungs"] == [0] * 8
+    # While rung 0 is untested, one new trial in divisor (2) starts a rung higher, unselected.
+    assert state["start_rungs"][:2] == [0, 1] and set(state["start_rungs"]) <= {0, 1}
     # The model needs 4 results (1 dimension): some later trial's lr is not the random draw.
     lrs = {int(r["trial_id"]): float(r["hyperparameters.lr"]) for r in table}
     assert all(lrs[i] == _random_draw(i) for i in range(4))
@@ -74,40 +70,13 @@ def test_bohb_runs_and_a_killed_driver_resumes_without_losing_or_rerunning_trial
     _check_a_finished_bohb_sweep(reference_dir, reference.stdout)
     expected = _comparable(rows(reference_dir))
     state = tmp_path / "sweep" / "searcher.json"
-    command = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "-m",
-        "+experiment=quadratic",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        *args,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    killed_at: list[int] = []
-    outputs: list[str] = []
-    for _ in range(3):  # three kills, each after the driver recorded a result of its own
-        told_before = _told(state)
-        driver = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while driver.poll() is None and time.monotonic() < deadline:
-            if _told(state) > told_before:
-                driver.send_signal(signal.SIGKILL)
-                killed_at.append(_told(state))
-                break
-            time.sleep(0.005)
-        outputs.append(driver.communicate(timeout=60)[0])
-    final = sweep(tmp_path, *args)
+    sweep_args = ["-m", "+experiment=quadratic", f"hydra.sweep.dir={tmp_path / 'sweep'}", *args]
+    # Three kills, each after the driver recorded a result of its own, then a run to the end.
+    killed = kill_and_resume(sweep_args, cwd=tmp_path, state=state, kills=3)
+    final, killed_at, outputs = killed.final, killed.killed_at, killed.outputs
     assert final.returncode == 0, final.stdout
-    outputs.append(final.stdout)
     assert len(killed_at) == 3 and killed_at == sorted(set(killed_at)), killed_at
-    assert killed_at[-1] < _told(reference_dir / "sweep" / "searcher.json") == _told(state)
+    assert killed_at[-1] < told(reference_dir / "sweep" / "searcher.json") == told(state)
 
     # Nothing lost: the same rows (the same proposals), the same learning curves.
     assert _comparable(rows(tmp_path)) == expected

@@ -10,38 +10,21 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
-from tests.lightning_support import SCRIPT, script_env
-from tests.support import read_metrics
+from tests.lightning_support import script_env
+from tests.support import read_metrics, read_result, run_script, script_command, validations
+
+
+def lightning_command(*args: str) -> list[str]:
+    """``python -m tests.lightning_support [-m] +experiment=tiny_lightning ARGS``."""
+    return script_command("tests.lightning_support", "tiny_lightning", *args)
 
 
 def lightning_script(
     cwd: Path, *args: str, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
-    flags = [a for a in args if a.startswith("-")]
-    return subprocess.run(
-        [*SCRIPT[:3], *flags, *SCRIPT[3:], *(a for a in args if a not in flags)],
-        cwd=cwd,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _validations(run_dir: Path) -> list[tuple[int, int, dict[str, float]]]:
-    return [
-        (r["batches"], r["records"], r["metrics"])
-        for r in read_metrics(run_dir)
-        if r["kind"] == "validation"
-    ]
-
-
-def _result(run_dir: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((run_dir / "result.json").read_text())
-    return result
+    """:func:`lightning_command` run from ``cwd``."""
+    return run_script(lightning_command(*args), cwd=cwd, env=script_env(), timeout=timeout)
 
 
 def test_under_asha_some_trials_stop_early_and_promotions_continue_from_checkpoints(
@@ -69,10 +52,10 @@ def test_under_asha_some_trials_stop_early_and_promotions_continue_from_checkpoi
     for row in table:
         run_dir = Path(row["dir"])
         end = 30 if row["rung"] == "1" else 15  # the rungs: 15 and 30 batches
-        assert (_result(run_dir)["batches"], int(row["batches"])) == (end, end)
+        assert (read_result(run_dir)["batches"], int(row["batches"])) == (end, end)
         batches = [r["batches"] for r in read_metrics(run_dir)]
         assert batches == sorted(batches)  # one pass: nothing trained twice
-        assert [b for b, _, _ in _validations(run_dir)] == (
+        assert [b for b, _, _ in validations(run_dir)] == (
             [10, 15, 20, 30] if end == 30 else [10, 15]
         )
         log = (run_dir / "output.log").read_text()
@@ -88,17 +71,14 @@ SLOW = ["seed=7", "min_checkpoint_period=4 batches"]
 def test_sigkill_then_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = lightning_script(tmp_path, *SLOW, f"hydra.run.dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stdout + straight.stderr
-    validations = _validations(tmp_path / "straight")  # 30 batches, its val_loss at 10, 20, 30
-    assert [(b, r) for b, r, _ in validations] == [(10, 40), (20, 80), (30, 120)]
-    assert all(set(m) == {"val_loss"} for _, _, m in validations)
+    straights = validations(tmp_path / "straight")  # 30 batches, its val_loss at 10, 20, 30
+    assert [(b, r) for b, r, _ in straights] == [(10, 40), (20, 80), (30, 120)]
+    assert all(set(m) == {"val_loss"} for _, _, m in straights)
     assert "completed 30 batches: val_loss " in straight.stdout
     killed_dir = tmp_path / "killed"
-    command = [
-        *SCRIPT,
-        *SLOW,
-        "hyperparameters.seconds_per_batch=0.1",
-        f"hydra.run.dir={killed_dir}",
-    ]
+    command = lightning_command(
+        *SLOW, "hyperparameters.seconds_per_batch=0.1", f"hydra.run.dir={killed_dir}"
+    )
     process = subprocess.Popen(
         command,
         cwd=tmp_path,
@@ -130,7 +110,7 @@ def test_sigkill_then_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path:
     ]
     assert strip == want  # every report, training and validation, equal
     fields = ("records", "batches", "steps", "epochs", "metric", "best_metric", "validation")
-    got, expected = _result(killed_dir), _result(tmp_path / "straight")
+    got, expected = read_result(killed_dir), read_result(tmp_path / "straight")
     assert {k: got[k] for k in fields} == {k: expected[k] for k in fields}
 
 
@@ -143,8 +123,8 @@ def test_two_slots_train_with_lightnings_ddp_over_gloo(tmp_path: Path) -> None:
     run_dir = sweep_dir / "0"
     rank1 = (run_dir / "output.rank1.log").read_text()
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank1
-    validations = _validations(run_dir)
+    two_slots = validations(run_dir)
     # 2 records a slot, 4 a global batch: the same 10 batches an epoch as on one slot
-    assert [(b, r) for b, r, _ in validations] == [(10, 40), (20, 80), (30, 120)]
-    assert _result(run_dir)["epochs"] == 3
+    assert [(b, r) for b, r, _ in two_slots] == [(10, 40), (20, 80), (30, 120)]
+    assert read_result(run_dir)["epochs"] == 3
     assert len(list(run_dir.rglob("metrics.jsonl"))) == 1  # one writer

@@ -12,15 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.slurm_support import _slurm_must_run_in_ci, needs_slurm
-from tests.support import REPO, read_metrics
+from tests.support import REPO, read_metrics, read_result, run_script, script_command, validations
 
 _ = _slurm_must_run_in_ci
-SCRIPT = [sys.executable, "-m", "trials.quadratic_loop"]
 SLURM = [
     "hydra/launcher=detflow_slurm",
     "hydra.launcher.partition=debug",
@@ -35,34 +33,12 @@ def _env() -> dict[str, str]:
 
 def loop_command(*args: str) -> list[str]:
     """``python -m trials.quadratic_loop [-m] +experiment=quadratic ARGS``."""
-    flags = [a for a in args if a.startswith("-")]  # Hydra's flags go before the overrides
-    return [*SCRIPT, *flags, "+experiment=quadratic", *(a for a in args if a not in flags)]
+    return script_command("trials.quadratic_loop", "quadratic", *args)
 
 
 def loop_script(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """:func:`loop_command` run from ``cwd``."""
-    return subprocess.run(
-        loop_command(*args),
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _validations(run_dir: Path) -> list[tuple[int, int, dict[str, float]]]:
-    return [
-        (r["batches"], r["records"], r["metrics"])
-        for r in read_metrics(run_dir)
-        if r["kind"] == "validation"
-    ]
-
-
-def _result(run_dir: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((run_dir / "result.json").read_text())
-    return result
+    return run_script(loop_command(*args), cwd=cwd, env=_env(), timeout=timeout)
 
 
 def test_the_loop_script_trains_exactly_ten_batches_validating_at_4_8_10(tmp_path: Path) -> None:
@@ -73,8 +49,8 @@ def test_the_loop_script_trains_exactly_ten_batches_validating_at_4_8_10(tmp_pat
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [b for b, _, _ in _validations(tmp_path / "run")] == [4, 8, 10]
-    result = _result(tmp_path / "run")
+    assert [b for b, _, _ in validations(tmp_path / "run")] == [4, 8, 10]
+    result = read_result(tmp_path / "run")
     assert (result["status"], result["batches"], result["records"]) == ("completed", 10, 80)
     last = done.stdout.strip().splitlines()[-1]
     assert last.endswith(
@@ -128,8 +104,8 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(
     assert f"resumed from {killed_dir / 'checkpoints' / f'{at_kill:010d}'}: {at_kill} batches" in (
         resumed.stdout
     )
-    assert _validations(killed_dir) == _validations(tmp_path / "straight")
-    got, want = _result(killed_dir), _result(tmp_path / "straight")
+    assert validations(killed_dir) == validations(tmp_path / "straight")
+    got, want = read_result(killed_dir), read_result(tmp_path / "straight")
     fields = ("records", "batches", "steps", "epochs", "metric", "best_metric", "validation")
     assert {k: got[k] for k in fields} == {k: want[k] for k in fields}
 
@@ -162,7 +138,7 @@ def test_the_loop_script_under_asha_continues_promotions_from_their_checkpoints(
     assert len(table) == 4 and promoted and "promoting trial" in done.stdout
     for row in table:
         run_dir = Path(row["dir"])
-        result = _result(run_dir)
+        result = read_result(run_dir)
         batches = [r["batches"] for r in read_metrics(run_dir)]
         assert batches == sorted(batches)  # one pass: nothing trained twice
         rung_end = 128 if row["rung"] == "1" else 64  # 2 and 4 epochs of 32 batches
@@ -220,8 +196,8 @@ def test_the_loop_script_on_slurm_is_preempted_and_resumes_exactly(tmp_path: Pat
     assert train_log.count("stopped at batch") == 1 and train_log.count("resumed from") == 1
     stopped_at = int(re.findall(r"stopped at batch (\d+)", train_log)[0])
     assert 40 <= stopped_at < 96
-    assert _validations(trial) == _validations(tmp_path / "ref")
-    got, want = _result(trial), _result(tmp_path / "ref")
+    assert validations(trial) == validations(tmp_path / "ref")
+    got, want = read_result(trial), read_result(tmp_path / "ref")
     fields = ("status", "records", "batches", "steps", "metric", "validation")
     assert {k: got[k] for k in fields} == {k: want[k] for k in fields}
 
@@ -323,7 +299,7 @@ def test_the_users_loop_on_two_slots_counts_and_averages_over_both(
         )
         assert done.returncode == 0, done.stdout + done.stderr
         runs[slots] = sweep_dir / "0"
-    one, two = (_validations(runs[n]) for n in (1, 2))
+    one, two = (validations(runs[n]) for n in (1, 2))
     assert (
         [(b, r) for b, r, _ in two]
         == [(b, r) for b, r, _ in one]

@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +16,7 @@ import numpy as np
 from detflow._results.cli import main as detflow
 from detflow._results.plot import LINEAGE, figure
 from detflow._results.reader import load
-from tests.support import REPO, read_metrics, run_cli
+from tests.support import kill_and_resume, read_metrics, run_cli, told
 
 #: 4 members, generations of one epoch (32 batches of 8 of the quadratic's 256 records).
 PBT = [
@@ -125,36 +121,14 @@ def test_a_killed_pbt_driver_resumes_with_nothing_rerun(tmp_path: Path) -> None:
     expected = {t: _comparable(r) for t, r in rows(reference_dir).items()}
 
     state = tmp_path / "sweep" / "searcher.json"
-    command = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "-m",
-        "+experiment=quadratic",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        *PBT,
-        *args,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    outputs: list[str] = []
-    killed_at: list[int] = []
+    sweep_args = [
+        "-m", "+experiment=quadratic", f"hydra.sweep.dir={tmp_path / 'sweep'}", *PBT, *args
+    ]  # fmt: skip
     # Killed once generation 0 has a result, then once the child has been told.
-    for told_past in (1, 5):
-        driver = subprocess.Popen(
-            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while driver.poll() is None and time.monotonic() < deadline:
-            if _told(state) >= told_past:
-                driver.send_signal(signal.SIGKILL)
-                killed_at.append(_told(state))
-                break
-            time.sleep(0.005)
-        outputs.append(driver.communicate(timeout=60)[0])
-    final = sweep(tmp_path, *args)
+    killed = kill_and_resume(sweep_args, cwd=tmp_path, state=state, kills=(1, 5))
+    final, killed_at, outputs = killed.final, killed.killed_at, killed.outputs
     assert final.returncode == 0, final.stdout + final.stderr
-    outputs.append(final.stdout)
-    assert len(killed_at) == 2 and killed_at[-1] < _told(state), killed_at
+    assert len(killed_at) == 2 and killed_at[-1] < told(state), killed_at
 
     # Nothing lost: the same trials, lineage, lengths and curves as the uninterrupted run.
     assert {t: _comparable(r) for t, r in rows(tmp_path).items()} == expected
@@ -181,13 +155,3 @@ def _comparable(row: dict[str, str]) -> dict[str, str]:
 
 def _untimed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in ("time", "window")} for r in records]
-
-
-def _told(state_path: Path) -> int:
-    """Results the saved state holds (a metric or an error per told job)."""
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError):
-        return 0
-    trials = state["searcher"]["trials"]
-    return sum(len(t.get("metrics", {})) + (t.get("error") is not None) for t in trials)

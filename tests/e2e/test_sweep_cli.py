@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.support import REPO, read_metrics, run_cli
+from tests.support import kill_and_resume, read_metrics, run_cli, told
 
 
 def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -136,42 +133,14 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path: Pa
     assert reference.returncode == 0, reference.stdout
     expected = _comparable(rows(reference_dir))
     state = tmp_path / "sweep" / "searcher.json"
-
-    command = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "-m",
-        "+experiment=quadratic",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        *args,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}  # lines up to a kill
-    killed_at: list[int] = []  # results recorded when each driver was killed
-    outputs: list[str] = []
-    for _ in range(5):  # five kills, each after the driver recorded a result of its own
-        told_before = _told(state)
-        driver = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while driver.poll() is None and time.monotonic() < deadline:
-            if _told(state) > told_before:
-                driver.send_signal(signal.SIGKILL)
-                killed_at.append(_told(state))
-                break
-            time.sleep(0.005)
-        outputs.append(driver.communicate(timeout=60)[0])
-    final = sweep(tmp_path, *args)
+    sweep_args = ["-m", "+experiment=quadratic", f"hydra.sweep.dir={tmp_path / 'sweep'}", *args]
+    # Five kills, each after the driver recorded a result of its own, then a run to the end.
+    killed = kill_and_resume(sweep_args, cwd=tmp_path, state=state, kills=5)
+    final, killed_at, outputs = killed.final, killed.killed_at, killed.outputs
     assert final.returncode == 0, final.stdout
-    outputs.append(final.stdout)
     # Five distinct points of the search, none at its end (the last driver finished it).
     assert len(killed_at) == 5 and killed_at == sorted(set(killed_at)), killed_at
-    assert killed_at[-1] < _told(reference_dir / "sweep" / "searcher.json") == _told(state)
+    assert killed_at[-1] < told(reference_dir / "sweep" / "searcher.json") == told(state)
 
     # Nothing lost: the same rows, the same learning curve in every trial's directory.
     assert _comparable(rows(tmp_path)) == expected
@@ -229,15 +198,6 @@ def _launches(output: str) -> list[tuple[str, str]]:
 
 def _without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in ("time", "window")} for r in records]
-
-
-def _told(state_path: Path) -> int:
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError):
-        return 0
-    trials = state["searcher"]["trials"]
-    return sum(len(t.get("metrics", {})) + (t.get("error") is not None) for t in trials)
 
 
 GPU_APP = """

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 
 from detflow import load_config
 from detflow._core.determined import find_dimensions
+from detflow._core.experiment import SEARCHER_NAMES
 from detflow._results.cli import main
 from detflow._results.import_determined import (
     import_config,
@@ -175,6 +176,15 @@ def test_determineds_searchers(given: str, expected: str) -> None:
     assert import_config(raw).experiment["searcher"]["name"] == expected
 
 
+def test_a_searcher_detflow_lacks_is_reported_with_every_searcher_detflow_has() -> None:
+    raw = {"searcher": {"name": "custom", "max_trials": 4, "max_length": {"batches": 8}}}
+    entries = {e.key: e for e in import_config(raw).entries}
+    (detail,) = [d for d in entries["searcher"].details if d.startswith("searcher.name custom")]
+    listed = detail.partition("detflow searches with ")[2].rstrip(")").split(", ")
+    assert listed == list(SEARCHER_NAMES)
+    assert {"bohb", "pbt"} <= set(listed)
+
+
 def test_a_single_searcher_over_a_space_draws_one_point_as_determined_did() -> None:
     raw = read_config(FIXTURES / "written_v0.20_single_and_grid.yaml")
     searcher = import_config(raw).experiment["searcher"]
@@ -184,9 +194,9 @@ def test_a_single_searcher_over_a_space_draws_one_point_as_determined_did() -> N
 def test_the_old_adaptive_budget_becomes_max_trials() -> None:
     raw = read_config(FIXTURES / "written_v0.13_adaptive_budget.yaml")
     imported = import_config(raw)
-    # standard over 3 rungs: brackets of 3 and 2 rungs, 5 full lengths of budget each:
-    # 5 x 4**2/3 + 5 x 4/2 = 36.7 trials
-    assert imported.experiment["searcher"]["max_trials"] == 36
+    # standard over 3 rungs with detflow's divisor (3, as no divisor is given): brackets of 3
+    # and 2 rungs, 5 full lengths of budget each: 5 x 3**2/3 + 5 x 3/2 = 22.5 trials
+    assert imported.experiment["searcher"]["max_trials"] == 22
     assert imported.name == "adaptive_budget"  # from description, as before 0.14
 
 

@@ -73,20 +73,30 @@ def test_standard_mode_for_even_and_odd_max_rungs() -> None:
     assert rungs == {1: [1], 2: [2, 1], 4: [4, 3, 2]}
 
 
+def test_adaptive_asha_defaults_to_divisor_3_and_5_rungs_capped() -> None:
+    # detflow's default divisor (3, chosen on lcbench: bench/README.md), Determined's 5 rungs:
+    # 52 epochs and 100 trials cap at 1 + floor(log3 52) = 4 rungs: brackets 4, 3, 2.
+    assert [b.rungs for b in adaptive_brackets(52, 100)] == [4, 3, 2]
+    searcher = AdaptiveAshaSearcher({}, 52, 100, steps_of=math.ceil)
+    assert searcher.rung_lengths == tuple(Fraction(52, d) for d in (27, 9, 3, 1))
+
+
 def test_determineds_defaults_cap_max_rungs_by_trials_and_length() -> None:
     # 16 trials, divisor 4: 1 + floor(log4 16) = 3 rungs at most; standard: brackets 3, 2
-    assert adaptive_brackets(937, 16, max_concurrent_trials=16) == (
+    assert adaptive_brackets(937, 16, divisor=4, max_concurrent_trials=16) == (
         Bracket(3, 12, 8),
         Bracket(2, 4, 8),
     )
     # a max_length of 4 (epochs) caps at 1 + floor(log4 4) = 2 rungs
-    assert [b.rungs for b in adaptive_brackets(4, 16)] == [2, 1]
+    assert [b.rungs for b in adaptive_brackets(4, 16, divisor=4)] == [2, 1]
     # exact integer logs: 1000 trials, divisor 10 is 4 rungs (Determined's floats gave 3)
     assert [b.rungs for b in adaptive_brackets(10**6, 1000, divisor=10, mode="aggressive")] == [4]
 
 
 def test_bracket_rungs_are_taken_as_given_most_rungs_first() -> None:
-    brackets = adaptive_brackets(16, 100, bracket_rungs=[2, 4, 3], max_concurrent_trials=4)
+    brackets = adaptive_brackets(
+        16, 100, divisor=4, bracket_rungs=[2, 4, 3], max_concurrent_trials=4
+    )
     assert brackets == (Bracket(4, 70, 2), Bracket(3, 22, 1), Bracket(2, 8, 1))
 
 
@@ -165,7 +175,7 @@ def test_determineds_adaptive_asha_case(smaller_is_better: bool) -> None:
 
 def test_one_rung_ladder_starts_short_brackets_higher() -> None:
     searcher = AdaptiveAshaSearcher(
-        {}, max_length=64, max_trials=64, bracket_rungs=[3, 4], max_concurrent_trials=3
+        {}, max_length=64, max_trials=64, divisor=4, bracket_rungs=[3, 4], max_concurrent_trials=3
     )
     assert [b.rungs for b in searcher.brackets] == [4, 3]
     assert searcher.rung_lengths == (Fraction(1), Fraction(4), Fraction(16), Fraction(64))
@@ -188,6 +198,7 @@ def test_rungs_that_round_to_the_same_steps_merge_in_every_bracket() -> None:
         {},
         max_length=64,
         max_trials=64,
+        divisor=4,
         bracket_rungs=[4, 3, 2],
         max_concurrent_trials=3,
         steps_of=steps_of,

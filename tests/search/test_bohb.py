@@ -178,7 +178,8 @@ def test_bohb_ends_near_the_optimum_where_the_bottom_rung_misleads_and_asha_does
         run(searcher, misleading, seed=seed)
         bohb.append(best_final(searcher))
         trust = searcher.rung_trust()[0]
-        assert trust.rung == 0 and trust.misleads and trust.correlation < -0.5, trust
+        # The trials rung 0 selected lose at rung 1 to those it never judged.
+        assert trust.rung == 0 and not trust.useful and trust.win_rate < 0.5, trust
         assert searcher.start_rung() == 1  # new trials skip the misleading rung
         plain = AshaSearcher(XY, **ladder, seed=seed)
         run(plain, misleading, seed=seed)
@@ -195,18 +196,28 @@ def test_bohb_keeps_trusting_a_rung_that_ranks_as_the_top_does() -> None:
         noise = random.Random(f"{job.trial_id}:{job.rung}").gauss(0, 0.02 / float(job.length))
         return distance(job.hparams) ** 2 + noise
 
-    for seed in range(4):
-        searcher = BohbSearcher(XY, 27, max_trials=120, divisor=3, min_length=1, seed=seed)
+    kept = 0
+    for seed in range(8):
+        searcher = BohbSearcher(
+            XY, 27, max_trials=120, divisor=3, min_length=1, random_fraction=1.0, seed=seed
+        )
         run(searcher, faithful, seed=seed)
-        assert searcher.start_rung() == 0, searcher.rung_trust()
-        assert all(not t.misleads for t in searcher.rung_trust())
-        assert searcher.rung_trust()  # it did compare rungs
-        assert set(searcher.state_dict()["start_rungs"]) == {0}
+        trust = searcher.rung_trust()
+        assert trust and trust[0].rung == 0 and trust[0].win_rate > 0.5, trust  # it tested it
+        starts = searcher.state_dict()["start_rungs"]
+        assert starts.count(1) >= BohbSearcher.MIN_HEDGED  # the hedges
+        if searcher.start_rung() == 0:
+            kept += 1
+            assert starts.count(0) > 0.8 * len(starts), starts  # the rest start at rung 0
+    # One test of 8 against 8 trials: every one finds the promoted trials better (win rates
+    # 0.61 to 0.95 here), and 6 of these 8 searches keep the rung (the other two: within 1 SE).
+    assert kept >= 6, kept
 
 
 def test_bohb_promotes_as_asha_does_while_rungs_are_trusted() -> None:
-    """Same promotions, only the proposals differ: with every proposal random, bohb is asha."""
-    ladder: dict[str, Any] = {"max_length": 16, "max_trials": 40, "divisor": 2, "max_rungs": 4}
+    """Same promotions, only the proposals differ: with every proposal random and no short
+    rung to test (two rungs: a hedge would train to max_length), bohb is asha."""
+    ladder: dict[str, Any] = {"max_length": 16, "max_trials": 40, "divisor": 2, "max_rungs": 2}
     bohb = BohbSearcher(XY, **ladder, random_fraction=1.0, seed=3)
     asha = AshaSearcher(XY, **ladder, seed=3)
     assert run(bohb, lambda j: distance(j.hparams)) == run(asha, lambda j: distance(j.hparams))
@@ -246,11 +257,11 @@ def test_min_length_is_the_bottom_rung_and_divisor_spaces_the_rest() -> None:
     assert asha_rungs(27, 3, 5, min_length=1) == tuple(map(Fraction, (1, 3, 9, 27)))
     assert asha_rungs(8, 2, 5, min_length=8) == (Fraction(8),)
     assert asha_rungs(52, 3, 2, min_length=1) == (Fraction(27), Fraction(52))  # max_rungs caps
-    searcher = AshaSearcher(XY, 52, 81, divisor=3, min_length=4)
+    searcher = AshaSearcher(XY, 52, 81, divisor=3, max_rungs=5, min_length=4)
     assert searcher.rung_lengths == tuple(map(Fraction, (4, 12, 36, 52)))
     assert searcher.ask().length == 4  # type: ignore[union-attr]
     # Without it, the bottom rung comes from max_rungs, as before.
-    assert AshaSearcher(XY, 256, 81).rung_lengths == asha_rungs(256, 4, 5)
+    assert AshaSearcher(XY, 256, 81).rung_lengths == asha_rungs(256, 3, 4)
 
 
 def test_min_length_sets_the_brackets_of_adaptive_asha() -> None:

@@ -14,14 +14,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detflow._search.rungs import Rung, RungLadder, rank_correlation
+from detflow._search.rungs import Rung, RungLadder, win_rate
 from detflow._search.searchers import (
     AdaptiveAshaSearcher,
     AshaSearcher,
     BohbSearcher,
     Job,
     Searcher,
-    _Trial,
+    TrialState,
 )
 from detflow._search.space import Interval, Space
 
@@ -29,7 +29,7 @@ SPACE: Space = {"x": Interval(0.0, 1.0)}
 
 
 def _reference_promotable(
-    trials: Sequence[_Trial], rungs: Iterable[int], searcher: AshaSearcher
+    trials: Sequence[TrialState], rungs: Iterable[int], searcher: AshaSearcher
 ) -> int | None:
     """The promotion rule as it was: re-sort each rung's results on every ask."""
     for rung in rungs:
@@ -204,17 +204,21 @@ def test_a_rung_promotes_its_best_waiting_trial_within_the_top_share() -> None:
     assert ladder.promotable(0, [0], divisor=1) == 0  # groups promote apart
 
 
-def test_rank_correlation_is_spearmans_with_mean_ranks_for_ties() -> None:
-    # Ranks x: 1, 2.5, 2.5, 4; y: 1, 3, 2, 4: Pearson's of those is 4.5 / sqrt(4.5 * 5).
-    assert abs(rank_correlation([1, 2, 2, 3], [1, 3, 2, 4]) - 4.5 / math.sqrt(22.5)) < 1e-12
-    rng = random.Random(3)
-    xs = [rng.random() for _ in range(30)]
-    ys = [x + rng.gauss(0, 0.3) for x in xs]
-    rho = rank_correlation(xs, ys)
-    assert 0.5 < rho < 1
-    assert rank_correlation(xs, [math.exp(5 * y) for y in ys]) == rho  # ranks only
-    assert rank_correlation(xs, [-y for y in ys]) == -rho
-    assert rank_correlation([1.0, 1.0], [1.0, 2.0]) == 0.0  # no ranking on one side
+@given(
+    scores=st.lists(st.floats(-10, 10), min_size=1, max_size=20),
+    others=st.lists(st.floats(-10, 10), min_size=1, max_size=20),
+)
+def test_win_rate_is_the_share_of_pairs_won_ties_counting_a_half(
+    scores: list[float], others: list[float]
+) -> None:
+    pairs = [(a, b) for a in scores for b in others]
+    expected = sum(1.0 if a < b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs)
+    assert math.isclose(win_rate(scores, others), expected, abs_tol=1e-12)
+    assert math.isclose(win_rate(scores, others) + win_rate(others, scores), 1.0, abs_tol=1e-12)
+
+
+def test_win_rate_of_nothing_is_even() -> None:
+    assert win_rate([], [1.0]) == win_rate([1.0], []) == 0.5
 
 
 def asks_per_second(searcher: Searcher, seed: int = 0) -> float:
