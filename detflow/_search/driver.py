@@ -652,6 +652,7 @@ class SweepDriver:
                 "held had not been acted on)",
                 journal_path,
             )
+        self.searcher.news(str)  # learned before the crash: told of then, not again
         if read.entries or read.torn:
             log.info("replayed %d events of %s", replayed.events, journal_path)
             self._save_state(final=True)  # one snapshot again, the journal folded into it
@@ -679,6 +680,8 @@ class SweepDriver:
         """Tell the searcher how a job ended, recorded in the state's journal."""
         self.searcher.tell(trial_id, metric, length, error=error, best=best)
         self._store.record(tell_event(trial_id, metric, length, error, best))
+        for line in self.searcher.news(lambda at: length_text(None, at, self.unit)):
+            log.info("%s", line)
 
     def _save_state(self, *, final: bool = False) -> None:
         """Put every event since the last save on disk: appended to the journal, or the

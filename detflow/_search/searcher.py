@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -224,6 +225,12 @@ class Searcher(ABC):
 
     def warnings(self) -> list[str]:
         """What the plan should warn of before the search starts (none by default)."""
+        return []
+
+    def news(self, length_text: Callable[[Fraction], str]) -> list[str]:
+        """What the search learned from the results told since the last call, one line each,
+        lengths written by ``length_text`` (none by default; a loaded state counts as told).
+        """
         return []
 
     def planned_hparams(self) -> list[dict[str, Any]]:

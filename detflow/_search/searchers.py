@@ -492,6 +492,7 @@ class BohbSearcher(AshaSearcher):
         self._start_of: list[int] = []  # trial id -> the rung it started at
         self._started_at = [0] * len(self.rung_lengths)  # trials started per rung
         self._trust: tuple[int, list[RungTrust]] | None = None  # (results told, trust)
+        self._reported = 0  # rung tests told of by news()
 
     def _test(self, rung: int) -> RungTrust | None:
         """``rung`` tested at the next one: its first :attr:`MIN_HEDGED` promoted trials
@@ -535,6 +536,34 @@ class BohbSearcher(AshaSearcher):
     def start_rung(self) -> int:
         """The rung new trials start at now: the lowest not found useless."""
         return sum(1 for t in self.rung_trust() if not t.useful)
+
+    def news(self, length_text: Callable[[Fraction], str]) -> list[str]:
+        """A line for each rung test decided since the last call.
+
+        >>> from detflow._search.space import Interval
+        >>> searcher = BohbSearcher({"x": Interval(0.0, 1.0)}, 9, 30, divisor=3, max_rungs=3)
+        >>> searcher._trust = (0, [RungTrust(0, 1, 8, 8, 0.55, useful=False)])
+        >>> searcher.news(lambda length: f"{length} epochs")
+        ['bohb: the trials rung 0 (1 epochs) selected beat those it never judged in 55% of \
+pairs at 3 epochs (8 + 8 trials): not better than chance, so new trials start at 3 epochs']
+        """
+        trust = self.rung_trust()
+        lines = []
+        for test in trust[self._reported :]:
+            verdict = (
+                "so new trials keep starting there"
+                if test.useful
+                else "not better than chance, so new trials start at "
+                + length_text(self.rung_lengths[test.rung + 1])
+            )
+            lines.append(
+                f"bohb: the trials rung {test.rung} ({length_text(self.rung_lengths[test.rung])})"
+                f" selected beat those it never judged in {test.win_rate:.0%} of pairs at "
+                f"{length_text(self.rung_lengths[test.compared_at])} ({test.promoted} + "
+                f"{test.direct} trials): {verdict}"
+            )
+        self._reported = max(self._reported, len(trust))
+        return lines
 
     def _hedging(self, start: int) -> bool:
         """Whether the next new trial starts one rung above ``start``, unselected: while the
@@ -608,6 +637,7 @@ class BohbSearcher(AshaSearcher):
         for rung in self._start_of:
             self._started_at[rung] += 1
         self._trust = None
+        self._reported = len(self.rung_trust())  # told of before the state was saved
 
 
 #: ``searcher.mode`` -> the rung counts of adaptive_asha's brackets, from ``max_rungs``.

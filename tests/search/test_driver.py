@@ -16,6 +16,7 @@ import csv
 import fcntl
 import itertools
 import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -729,3 +730,38 @@ def test_asha_through_the_driver_decides_as_the_searcher_alone_does(tmp_path: Pa
     assert [(run.trial_id, run.rung, run.length) for run in launcher.started] == asked
     assert summary.trials == alone.trials()
     assert any(rung > 0 for _, rung, _ in asked)
+
+
+def bohb() -> Searcher:
+    return make_searcher(
+        "bohb",
+        space=ASHA_SPACE,
+        max_length=MAX_LENGTH,
+        max_trials=40,
+        seed=0,
+        metric=METRIC,
+        smaller_is_better=True,
+        divisor=2,
+        max_rungs=len(ASHA_RUNGS),
+    )
+
+
+def bohb_news(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("bohb: ")]
+
+
+@pytest.mark.parametrize("kill", [Kill("wait", 30), Kill("wait", 55)], ids=str)
+def test_bohb_tells_of_each_rung_test_once_even_across_a_kill_and_resume(
+    tmp_path: Path, kill: Kill, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="detflow")
+    make_driver(tmp_path / "reference", FakeLauncher(World()), bohb()).run()
+    reference = bohb_news(caplog)
+    assert len(reference) == 1 and "rung 0 (1 epoch)" in reference[0], reference
+    assert "(8 + 8 trials)" in reference[0] and "new trials start at 2 epochs" in reference[0]
+    caplog.clear()
+    world = World()
+    with pytest.raises(Killed):  # the test is decided at the 46th wait: before / after it
+        make_driver(tmp_path / "sweep", FakeLauncher(world, kill=kill), bohb()).run()
+    make_driver(tmp_path / "sweep", FakeLauncher(world), bohb()).run()
+    assert bohb_news(caplog) == reference
