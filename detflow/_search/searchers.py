@@ -246,8 +246,8 @@ class AshaSearcher(RandomSearcher):
 
     A new trial's hyperparameters are drawn from ``Random(f"{seed}:{i}")`` (``sampler``
     ``random``), or (``tpe``) proposed by a density model fitted on the highest rung with
-    results enough (:mod:`detflow._search.tpe`), a share ``random_fraction`` of them still at
-    random.
+    results enough, never the bottom one (:meth:`_model_floor`; :mod:`detflow._search.tpe`),
+    a share ``random_fraction`` of them still at random.
 
     Examples
     --------
@@ -434,12 +434,15 @@ class BohbSearcher(AshaSearcher):
     than chance on most tasks and worse on some (``bench/README.md``). So while the rung new
     trials start at (:meth:`start_rung`, ``s``) is untested, one new trial in ``divisor``
     starts one rung higher, at ``s + 1``, unselected (a hedge, as a Hyperband bracket that
-    starts there), until :attr:`MIN_HEDGED` have. Once rung ``s + 1`` holds
-    :attr:`MIN_HEDGED` results of each kind, the rung is tested (:meth:`rung_trust`): it is
-    useful when the promoted trials beat the direct ones by the Mann-Whitney ``win_rate``
-    more than one standard error above 0.5 (``sqrt((n + m + 1) / (12 n m))``; 0.67 with 6
-    and 6). A rung that is not useful is skipped: new trials start above it, and the next
-    rung is tested the same way (never the top: a hedge there would be a full-length trial).
+    starts there), until :attr:`MIN_HEDGED` have. Once rung ``s + 1`` holds the results of
+    the first :attr:`MIN_HEDGED` trials (by trial id) of each kind, promoted there from ``s``
+    and started there, the rung is tested (:meth:`rung_trust`; the first ones only, drawn at
+    the same time: later trials come from a model fitted since). It is useful when the
+    promoted trials beat the direct ones by the Mann-Whitney ``win_rate`` more than one
+    standard error above 0.5 (``sqrt((n + m + 1) / (12 n m))``: above 0.65 with 8 and 8). A
+    rung that is not useful is skipped: new trials start above it, and the next rung is
+    tested the same way (never the top: a hedge there would be a full-length trial). Each
+    decision is told once by :meth:`news`.
     The model is fitted on the highest rung with results enough at or above the start rung and
     above the bottom rung (:meth:`AshaSearcher._model_rung`).
 
@@ -457,7 +460,7 @@ class BohbSearcher(AshaSearcher):
     [0, 0, 1, 0]
     """
 
-    #: Trials of each kind (promoted, direct) at the next rung before a rung is tested.
+    #: Trials of each kind (promoted, direct) a rung is tested on (8: bench/README.md).
     MIN_HEDGED = 8
 
     def __init__(
