@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 
 from detflow._search.space import Interval, Space, sample
-from tests.e2e.test_sweep_cli import _comparable, _launches, _without_times, rows, sweep
+from tests.e2e.test_sweep_cli import (
+    _assert_nothing_ran_twice,
+    _comparable,
+    _without_times,
+    rows,
+    sweep,
+)
 from tests.slurm_support import _slurm_must_run_in_ci, needs_slurm
 from tests.support import kill_and_resume, read_metrics, told
 
@@ -86,30 +91,7 @@ def test_bohb_runs_and_a_killed_driver_resumes_without_losing_or_rerunning_trial
         assert _without_times(got) == _without_times(want), row["trial_id"]
     # Nothing run twice: a launch is never repeated unless a kill cut it off before its rung's
     # length (then it is logged as resumed), and a reached rung is never resumed.
-    reached: set[tuple[str, str]] = set()
-    launched: list[str] = []
-    relaunched: list[str] = []
-    resumed = 0
-    for out in outputs:
-        resuming: set[str] = set()
-        for trial, line in _launches(out):
-            done = re.search(r"trial (\d+) reached \d+ batch(?:es)? \((\S+) epochs?\)", line)
-            again = re.search(r"resuming trial (\d+) \(rung (\d+)\)", line)
-            if done:
-                reached.add((done.group(1), done.group(2)))
-            elif again:
-                resumed += 1
-                resuming.add(again.group(1))
-                assert (again.group(1), RUNG_EPOCHS[again.group(2)]) not in reached, line
-            elif trial in resuming:
-                resuming.remove(trial)
-                relaunched.append(line)
-            elif trial:
-                launched.append(line)
-    assert sorted(launched) == sorted(set(launched))
-    want_launches = [line for trial, line in _launches(reference.stdout) if trial]
-    assert set(launched) | set(relaunched) == set(want_launches)
-    assert len(relaunched) == resumed <= len(killed_at)
+    _assert_nothing_ran_twice(outputs, reference.stdout, len(killed_at), RUNG_EPOCHS)
 
 
 SLURM = [

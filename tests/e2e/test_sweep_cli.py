@@ -149,11 +149,20 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path: Pa
         got = read_metrics(tmp_path / "sweep" / trial)
         want = read_metrics(reference_dir / "sweep" / trial)
         assert _without_times(got) == _without_times(want), trial
-    # Nothing run twice: over all the drivers, every start or promotion of the reference run
-    # once, or resumed (logged, then launched again) because a kill cut it off before it
-    # reached its rung's length; never resumed once reached.
     launches = [line for trial, line in _launches(reference.stdout) if trial]
     assert sorted(launches) == sorted(set(launches))
+    _assert_nothing_ran_twice(outputs, reference.stdout, len(killed_at))
+
+
+RUNG_EPOCHS = {"0": "1", "1": "2", "2": "4"}  # ASHA above: 4 epochs / 2**(2 - rung)
+
+
+def _assert_nothing_ran_twice(
+    outputs: list[str], reference: str, kills: int, rung_epochs: dict[str, str] = RUNG_EPOCHS
+) -> None:
+    """Over all the drivers' ``outputs``, every start or promotion of the ``reference`` run
+    ran once, or was resumed (logged, then launched again) because one of the ``kills`` cut it
+    off before it reached its rung's length; none was resumed once reached."""
     reached: set[tuple[str, str]] = set()
     launched: list[str] = []
     relaunched: list[str] = []
@@ -168,18 +177,16 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials(tmp_path: Pa
             elif again:
                 resumed += 1
                 resuming.add(again.group(1))
-                assert (again.group(1), RUNG_EPOCHS[again.group(2)]) not in reached, line
+                assert (again.group(1), rung_epochs[again.group(2)]) not in reached, line
             elif trial in resuming:
                 resuming.remove(trial)  # the resumed trial's launch
                 relaunched.append(line)
             elif trial:
                 launched.append(line)
     assert sorted(launched) == sorted(set(launched))
-    assert set(launched) | set(relaunched) == set(launches)
-    assert len(relaunched) == resumed <= len(killed_at)
-
-
-RUNG_EPOCHS = {"0": "1", "1": "2", "2": "4"}  # ASHA above: 4 epochs / 2**(2 - rung)
+    want = {line for trial, line in _launches(reference) if trial}
+    assert set(launched) | set(relaunched) == want
+    assert len(relaunched) == resumed <= kills
 
 
 def _launches(output: str) -> list[tuple[str, str]]:
