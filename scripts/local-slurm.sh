@@ -204,7 +204,9 @@ setup_network() {
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
         ip link add "$BRIDGE" type bridge
     fi
-    ip addr show dev "$BRIDGE" | grep -q "inet $CTLD_ADDR/" || ip addr add "$CTLD_ADDR/24" dev "$BRIDGE"
+    # grep reads all of ip's output (no -q): under pipefail, an early exit would SIGPIPE ip
+    # and the address already there would be added again
+    ip addr show dev "$BRIDGE" | grep "inet $CTLD_ADDR/" >/dev/null || ip addr add "$CTLD_ADDR/24" dev "$BRIDGE"
     ip link set "$BRIDGE" up
     local n ns veth addr
     for n in $(node_names); do
@@ -215,7 +217,7 @@ setup_network() {
         fi
         ip link set "$veth" master "$BRIDGE" up
         ip netns exec "$ns" ip link set lo up
-        ip netns exec "$ns" ip addr show dev eth0 | grep -q "inet $addr/" \
+        ip netns exec "$ns" ip addr show dev eth0 | grep "inet $addr/" >/dev/null \
             || ip netns exec "$ns" ip addr add "$addr/24" dev eth0
         ip netns exec "$ns" ip link set eth0 up
     done
@@ -476,21 +478,21 @@ start_slurmdbd() {
         stage_end "slurmdbd: started (pid $(cat "$RUN/slurmdbd.pid" 2>/dev/null || echo '?'))"
     fi
     stage_begin
-    if ! sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER"; then
+    if ! sacctmgr -n -P show cluster format=cluster | grep -x "$CLUSTER" >/dev/null; then
         sacctmgr -i add cluster "$CLUSTER" >/dev/null
     fi
     # `add cluster` creates account root + user root; add a plain account too
-    if ! sacctmgr -n -P show account format=account | grep -qx detflow; then
+    if ! sacctmgr -n -P show account format=account | grep -x detflow >/dev/null; then
         sacctmgr -i add account detflow cluster="$CLUSTER" description=detflow organization=detflow >/dev/null
     fi
-    if ! sacctmgr -n -P show assoc where user=root account=detflow cluster="$CLUSTER" format=user | grep -qx root; then
+    if ! sacctmgr -n -P show assoc where user=root account=detflow cluster="$CLUSTER" format=user | grep -x root >/dev/null; then
         sacctmgr -i add user root account=detflow cluster="$CLUSTER" >/dev/null
     fi
     stage_end "accounting: cluster '$CLUSTER', accounts root+detflow, user root registered"
 }
 
 # -------------------------------------------------------------- slurmctld ---
-ctld_ok() { timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP'; }
+ctld_ok() { timeout 10 scontrol ping 2>/dev/null | grep 'is UP' >/dev/null; }
 # compact state: "idle", "mix", "alloc"; a trailing "*" means slurmd has not
 # (re)registered yet, "down"/"drain" need a resume
 node_state() { timeout 10 sinfo -h -N -n "$1" -o %t 2>/dev/null | head -n1; }
