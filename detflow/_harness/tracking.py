@@ -103,6 +103,7 @@ class MlflowTracker:
         self.run_dir = run_dir
         self.uri = os.environ.get(TRACKING_URI_ENV) or Path(DEFAULT_DIR).resolve().as_uri()
         self.run_id: str | None = None
+        self.parent_id: str | None = None  # the sweep's run, for a trial of a sweep
         self._client: Any = None
         self._failed = False
         self._guarded(self._start)
@@ -119,6 +120,7 @@ class MlflowTracker:
     def close(self, *, failing: bool) -> None:
         if failing and self.run_id is not None:
             self._guarded(self._client.set_terminated, self.run_id, "FAILED")
+            self._guarded(self._end_parent)
 
     # -- MLflow ---------------------------------------------------------------------------------
     def _guarded(self, call: Any, *args: Any) -> None:
@@ -151,19 +153,24 @@ class MlflowTracker:
         kept = _read_json(self.run_dir / MLFLOW_RUN_FILE)
         if kept.get("uri") == self.uri and isinstance(kept.get("run_id"), str):
             self.run_id = kept["run_id"]
+            parent = kept.get("parent_id")
+            self.parent_id = parent if isinstance(parent, str) else None
             client.update_run(self.run_id, status="RUNNING")
             return
         experiment_id = _experiment_id(client, self.experiment.name)
         tags = {"detflow.run_dir": str(self.run_dir.resolve())}
         sweep_dir = _sweep_dir(self.run_dir)
         if sweep_dir is not None:
-            tags["mlflow.parentRunId"] = _parent_run(client, experiment_id, sweep_dir, self.uri)
+            self.parent_id = _parent_run(client, experiment_id, sweep_dir, self.uri)
+            tags["mlflow.parentRunId"] = self.parent_id
             tags["detflow.trial"] = self.run_dir.name
         run = client.create_run(experiment_id, run_name=_run_name(self.run_dir), tags=tags)
         self.run_id = run.info.run_id
         write_atomic(
             self.run_dir / MLFLOW_RUN_FILE,
-            json.dumps({"uri": self.uri, "run_id": self.run_id}).encode(),
+            json.dumps(
+                {"uri": self.uri, "run_id": self.run_id, "parent_id": self.parent_id}
+            ).encode(),
         )
         self._log_params()
 
@@ -203,6 +210,12 @@ class MlflowTracker:
             metrics.append(Metric(f"best_{metric}", result.best_metric, now, result.batches))
         self._client.log_batch(self.run_id, metrics=metrics, tags=tags)
         self._client.set_terminated(self.run_id, _MLFLOW_STATUS.get(result.status, "FINISHED"))
+        self._end_parent()
+
+    def _end_parent(self) -> None:
+        """The sweep's run ends when its last trial to end does: each trial's end moves it."""
+        if self.parent_id is not None:
+            self._client.set_terminated(self.parent_id, "FINISHED")
 
 
 def _experiment_id(client: Any, name: str) -> str:
@@ -233,7 +246,8 @@ def _parent_run(client: Any, experiment_id: str, sweep_dir: Path, uri: str) -> s
             tags={"detflow.sweep_dir": str(sweep_dir.resolve())},
         )
         run_id = str(run.info.run_id)
-        client.set_terminated(run_id, "FINISHED")  # a container of the trials' runs
+        client.set_terminated(run_id, "FINISHED")  # a container of the trials' runs: each
+        # trial's end sets its end time again (MlflowTracker._end_parent)
         write_atomic(path, json.dumps({"uri": uri, "run_id": run_id}).encode())
         return run_id
 

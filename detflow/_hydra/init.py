@@ -60,6 +60,13 @@ def init(
     directory.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    slots = loaded.experiment.slots_per_trial
+    if world_size != slots:  # each process would take 1/slots of a batch: the wrong total
+        raise ConfigError(
+            "resources.slots_per_trial",
+            slots,
+            f"the trial's process count, {world_size} (WORLD_SIZE)",
+        )
     _seed_everything(loaded.experiment.seed)
     target = os.environ.get(TARGET_LENGTH_ENV)
     max_length = parse_target(target, TARGET_LENGTH_ENV) if target else None

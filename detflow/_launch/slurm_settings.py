@@ -125,10 +125,34 @@ class SlurmSettings:
             check_line(where, value)
 
     def parameters(self, slots: int) -> dict[str, Any]:
-        """submitit's ``SlurmExecutor`` parameters for a trial with ``slots`` slots."""
+        """submitit's ``SlurmExecutor`` parameters for a trial with ``slots`` slots: one task
+        per slot, as many on each node, or a :class:`ConfigError` naming the key to change.
+
+        >>> SlurmSettings(nodes=2).parameters(4)["ntasks_per_node"]
+        2
+        >>> SlurmSettings(nodes=2).parameters(3)
+        Traceback (most recent call last):
+        ...
+        detflow._core.errors.ConfigError: hydra.launcher.nodes = 2 is not valid: expected a \
+divisor of resources.slots_per_trial (3): one task per slot, as many on each node
+        """
         tasks = self.tasks_per_node
         if tasks is None:
-            tasks = max(1, slots // self.nodes)
+            if slots % self.nodes:
+                raise ConfigError(
+                    "hydra.launcher.nodes",
+                    self.nodes,
+                    f"a divisor of resources.slots_per_trial ({slots}): one task per slot, "
+                    "as many on each node",
+                )
+            tasks = slots // self.nodes
+        elif tasks * self.nodes != slots:
+            raise ConfigError(
+                "hydra.launcher.tasks_per_node",
+                tasks,
+                f"resources.slots_per_trial ({slots}) / hydra.launcher.nodes ({self.nodes}): "
+                "one task per slot",
+            )
         gpus = self.gpus_per_node
         if gpus is None and self.gpus_per_task is None:
             gpus = tasks

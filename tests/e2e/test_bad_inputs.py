@@ -482,6 +482,18 @@ CASES: list[Case] = [
         needles=("hydra.launcher.nodes", "positive integer"),
     ),
     sweep(
+        "slurm-nodes-not-dividing-slots",
+        SLURM,
+        "hydra.launcher.nodes=2",
+        needles=("hydra.launcher.nodes = 2", "divisor of resources.slots_per_trial (1)"),
+    ),
+    sweep(
+        "slurm-tasks-per-node-not-slots",
+        SLURM,
+        "hydra.launcher.tasks_per_node=2",
+        needles=("hydra.launcher.tasks_per_node = 2", "resources.slots_per_trial (1)"),
+    ),
+    sweep(
         "slurm-array-parallelism-zero",
         SLURM,
         "hydra.launcher.array_parallelism=0",

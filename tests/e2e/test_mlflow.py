@@ -128,6 +128,10 @@ def test_a_grid_of_two_trials_leaves_two_nested_runs_with_lr_and_validation_hist
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(trials) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
+    # The sweep's run ends with its last trial, not when the first trial made it.
+    assert parents[0].info.status == "FINISHED"
+    assert parents[0].info.end_time >= max(r.info.end_time for r in trials)
+    assert parents[0].info.end_time > min(r.info.start_time for r in trials)
     assert sorted(r.data.params["lr"] for r in trials) == ["0.01", "0.05"]
     for run in trials:
         assert run.data.tags["source.lr"] == "searcher"

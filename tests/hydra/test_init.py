@@ -278,6 +278,20 @@ def test_only_rank_zero_writes_hparams_json(
 ) -> None:
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    run = init(experiment(), run_dir=tmp_path)
+    run = init({**experiment(), "resources": {"slots_per_trial": 2}}, run_dir=tmp_path)
     assert not run.is_chief
+    assert not (tmp_path / "hparams.json").exists()
+
+
+def test_a_process_count_other_than_slots_per_trial_is_refused_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes on ``slots_per_trial: 1`` would each take the whole global batch."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError) as caught:
+        init(experiment(), run_dir=tmp_path)
+    assert str(caught.value) == (
+        "resources.slots_per_trial = 1 is not valid: expected the trial's process count, "
+        "2 (WORLD_SIZE)"
+    )
     assert not (tmp_path / "hparams.json").exists()

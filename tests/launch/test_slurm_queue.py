@@ -171,7 +171,6 @@ def test_a_job_that_can_never_start_fails_with_slurms_reason_and_what_it_asked(
     tmp_path: Path,
 ) -> None:
     launcher = trials(tmp_path)
-    launcher.settings.nodes = 3
     job = submitted(launcher, 0, "9")
     job.parameters["nodes"] = 3
     calls = record_calls(

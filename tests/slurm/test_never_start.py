@@ -56,7 +56,11 @@ def test_a_job_asking_for_more_nodes_than_exist_fails_within_30_s_with_slurms_re
 ) -> None:
     nodes = _nodes("debug") + 1
     row, out = _failed_trial(
-        tmp_path, "hydra.launcher.partition=debug", f"hydra.launcher.nodes={nodes}"
+        tmp_path,
+        "hydra.launcher.partition=debug",
+        f"hydra.launcher.nodes={nodes}",
+        f"resources.slots_per_trial={nodes}",  # one slot per node: detflow takes it
+        f"hyperparameters.global_batch_size={8 * nodes}",
     )
     waited = _logged_at(out, "trial 0 failed") - _logged_at(out, "trial 0: Slurm job")
     assert waited.total_seconds() < 30, out  # from its submission (the sweep's start-up aside)
