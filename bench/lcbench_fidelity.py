@@ -8,6 +8,11 @@ detflow's rung defaults keep the bottom rung off 1 epoch of 52 (bench/README.md)
 
     python -m bench.lcbench_fidelity            # 400 configs, every task, ~5 s
     python -m bench.lcbench_fidelity --configs 2000 --tasks 146212,3945
+    python -m bench.lcbench_fidelity --pairs 1:4,1:52,4:13,4:52   # rung against next rung
+
+``--pairs A:B,...`` prints Spearman's correlation between epochs A and B instead: how well a
+rung predicts the next one, which is what a test of the rung at the next rung sees, against
+how well it predicts the end.
 """
 
 from __future__ import annotations
@@ -57,10 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", type=int, default=400, help="random configs per task")
     parser.add_argument("--tasks", default="", help="comma-separated task ids (default: all)")
     parser.add_argument("--metric", default="val_accuracy", choices=sorted(lcbench.METRICS))
+    parser.add_argument("--pairs", default="", help="epoch pairs A:B,... to correlate")
     args = parser.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t] or list(lcbench.tasks())
     dims = lcbench.space()
     configs = [sample(dims, random.Random(f"fidelity:{i}")) for i in range(args.configs)]
+    if args.pairs:
+        pairs = [_pair(text, parser) for text in args.pairs.split(",") if text]
+        return _correlate_pairs(tasks, configs, pairs, args.metric)
     epochs = [*EPOCHS, lcbench.EPOCHS]
     larger = lcbench.METRICS[args.metric]
     by_epoch: dict[int, list[tuple[float, float]]] = {e: [] for e in EPOCHS}
@@ -87,6 +96,40 @@ def main(argv: list[str] | None = None) -> int:
             for e in EPOCHS
         )
     )
+    return 0
+
+
+def _pair(text: str, parser: argparse.ArgumentParser) -> tuple[int, int]:
+    first, _, second = text.partition(":")
+    try:
+        pair = int(first), int(second)
+    except ValueError:
+        parser.error(f"--pairs: {text!r} is not A:B (two epochs)")
+    if not all(1 <= e <= lcbench.EPOCHS for e in pair):
+        parser.error(f"--pairs: {text!r}: epochs are 1..{lcbench.EPOCHS}")
+    return pair
+
+
+def _correlate_pairs(
+    tasks: list[str], configs: list[dict[str, object]], pairs: list[tuple[int, int]], metric: str
+) -> int:
+    epochs = sorted({e for pair in pairs for e in pair})
+    sign = 1.0 if lcbench.METRICS[metric] else -1.0
+    by_pair: dict[tuple[int, int], list[float]] = {p: [] for p in pairs}
+    print("task     " + "  ".join(f"{a:>3d}->{b:<3d}" for a, b in pairs))
+    for task in tasks:
+        rows = lcbench.query(task, [c for c in configs for _ in epochs], epochs * len(configs))
+        at = {
+            e: [sign * float(rows[i * len(epochs) + j][metric]) for i in range(len(configs))]
+            for j, e in enumerate(epochs)
+        }
+        cells = []
+        for a, b in pairs:
+            rho = spearman(at[a], at[b])
+            by_pair[(a, b)].append(rho)
+            cells.append(f"{rho:+9.2f}")
+        print(f"{task:8s} " + "  ".join(cells), flush=True)
+    print("median   " + "  ".join(f"{statistics.median(by_pair[p]):+9.2f}" for p in pairs))
     return 0
 
 
