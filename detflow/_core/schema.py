@@ -36,7 +36,7 @@ class RungDefaults:
 RUNG_DEFAULTS = {
     "asha": RungDefaults(divisor=3, max_rungs=4),
     "adaptive_asha": RungDefaults(divisor=3, max_rungs=5),
-    "bohb": RungDefaults(divisor=4, max_rungs=5),
+    "bohb": RungDefaults(divisor=3, max_rungs=4),
 }
 
 

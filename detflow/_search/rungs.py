@@ -24,7 +24,7 @@ True
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Rung", "RungLadder", "win_rate"]
@@ -123,10 +123,27 @@ class RungLadder:
         """``trial_id`` no longer waits at ``rung``: see :meth:`Rung.close`."""
         self.rung(group, rung).close(trial_id)
 
-    def promotable(self, group: int, rungs: list[int] | range, divisor: int) -> int | None:
-        """The first of ``rungs`` (in the order given) with a promotable trial: that trial."""
+    def promotable(
+        self,
+        group: int,
+        rungs: list[int] | range,
+        divisor: int,
+        least: Mapping[int, int] | None = None,
+    ) -> int | None:
+        """The first of ``rungs`` (in the order given) with a promotable trial: that trial. A
+        rung in ``least`` promotes nothing before it holds that many results.
+
+        >>> ladder = RungLadder(rungs=2)
+        >>> for trial_id, score in enumerate([0.5, 0.7, 0.9]):
+        ...     ladder.add(group=0, rung=0, trial_id=trial_id, score=score)
+        >>> ladder.promotable(0, [0], divisor=3), ladder.promotable(0, [0], 3, least={0: 9})
+        (0, None)
+        """
         for rung in rungs:
-            found = self.rung(group, rung).promotable(divisor)
+            here = self.rung(group, rung)
+            if least and len(here) < least.get(rung, 0):
+                continue
+            found = here.promotable(divisor)
             if found is not None:
                 return found
         return None

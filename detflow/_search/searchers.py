@@ -70,6 +70,8 @@ __all__ = [
     "bracket_trials",
     "make_searcher",
     "rank_key",
+    "top_rung_gate",
+    "top_rung_results",
     "trial_status",
 ]
 
@@ -234,12 +236,39 @@ def _check_min_length(min_length: int | Fraction, max_length: Fraction) -> Fract
     return Fraction(min_length)
 
 
+def top_rung_results(divisor: int) -> int:
+    """How many results the rung below the top holds before it promotes a trial to
+    ``max_length``, while new trials can still start: ``divisor**2``, so that the trials
+    trained to full length are the top ``1/divisor`` of at least that many, not the best of
+    the first ``divisor`` (measured on lcbench: bench/README.md).
+
+    >>> top_rung_results(3)
+    9
+    """
+    return divisor**2
+
+
+def top_rung_gate(divisor: int, rungs: int, can_start: bool) -> dict[int, int]:
+    """The results each rung must hold before it promotes (``RungLadder.promotable``'s
+    ``least``): :func:`top_rung_results` at the rung below the top while new trials can
+    start; nothing once none can (ASHA's own rule: a search always finishes).
+
+    >>> top_rung_gate(divisor=3, rungs=4, can_start=True), top_rung_gate(3, 4, can_start=False)
+    ({2: 9}, {})
+    """
+    if rungs < 2 or not can_start:
+        return {}
+    return {rungs - 2: top_rung_results(divisor)}
+
+
 class AshaSearcher(RandomSearcher):
     """Asynchronous successive halving (Li et al., MLSys 2020), promotion-based.
 
     Whenever asked, it promotes, from the second-highest rung down, a trial that is among the
     top ``floor(n / divisor)`` of the ``n`` results of its rung and not yet promoted; else it
-    starts a new trial at rung 0 while fewer than ``max_trials`` exist. Rung lengths come from
+    starts a new trial at rung 0 while fewer than ``max_trials`` exist. While new trials can
+    start, the rung below the top promotes to ``max_length`` only once it holds
+    ``divisor**2`` results (:func:`top_rung_gate`). Rung lengths come from
     :func:`asha_rungs`. Each rung's results are kept sorted (a
     :class:`~detflow._search.rungs.RungLadder`): a promotion costs O(log n), not a sort of
     every rung.
@@ -325,7 +354,9 @@ class AshaSearcher(RandomSearcher):
         return job
 
     def _promotion(self) -> int | None:
-        return self._ladder.promotable(0, range(len(self.rung_lengths) - 2, -1, -1), self.divisor)
+        rungs = len(self.rung_lengths)
+        gate = top_rung_gate(self.divisor, rungs, len(self._trials) < self.max_trials)
+        return self._ladder.promotable(0, range(rungs - 2, -1, -1), self.divisor, gate)
 
     def _model_floor(self) -> int:
         """The lowest rung the model may be fitted on: the second (the bottom rung's results
@@ -399,7 +430,11 @@ class AshaSearcher(RandomSearcher):
         return found
 
     def _settings(self) -> dict[str, Any]:
-        settings = {**super()._settings(), "divisor": self.divisor}
+        settings = {
+            **super()._settings(),
+            "divisor": self.divisor,
+            "top_rung_results": top_rung_results(self.divisor),  # states saved before differ
+        }
         if self.sampler != "random":  # states saved before samplers existed still load
             settings.update(sampler=self.sampler, random_fraction=self.tpe.random_fraction)
         return settings
@@ -881,7 +916,9 @@ class AdaptiveAshaSearcher(AshaSearcher):
                 continue
             top = len(self.rung_lengths) - 1
             rungs = range(top - 1, self.bracket_starts[b] - 1, -1)
-            promoted = self._ladder.promotable(b, rungs, self.divisor)
+            can_start = started[b] < self.brackets[b].max_trials
+            gate = top_rung_gate(self.divisor, top + 1, can_start)
+            promoted = self._ladder.promotable(b, rungs, self.divisor, gate)
             if promoted is not None:
                 trial = self._trials[promoted]
                 rung = trial.rung + 1

@@ -29,11 +29,15 @@ SPACE: Space = {"x": Interval(0.0, 1.0)}
 
 
 def _reference_promotable(
-    trials: Sequence[TrialState], rungs: Iterable[int], searcher: AshaSearcher
+    trials: Sequence[TrialState], rungs: Iterable[int], searcher: AshaSearcher, can_start: bool
 ) -> int | None:
-    """The promotion rule as it was: re-sort each rung's results on every ask."""
+    """The promotion rule as it was: re-sort each rung's results on every ask (and the rung
+    below the top holds its promotions until it has divisor**2 results while trials can start)."""
+    top = len(searcher.rung_lengths) - 1
     for rung in rungs:
         reported = [t for t in trials if rung in t.metrics]
+        if can_start and rung == top - 1 and len(reported) < searcher.divisor**2:
+            continue
         reported.sort(key=lambda t: (searcher._score(t.metrics[rung]), t.trial_id))
         for trial in reported[: len(reported) // searcher.divisor]:
             if trial.rung == rung and trial.error is None:
@@ -43,7 +47,8 @@ def _reference_promotable(
 
 class ReferenceAsha(AshaSearcher):
     def _promotion(self) -> int | None:
-        return _reference_promotable(self._trials, range(len(self.rung_lengths) - 2, -1, -1), self)
+        rungs = range(len(self.rung_lengths) - 2, -1, -1)
+        return _reference_promotable(self._trials, rungs, self, len(self._trials) < self.max_trials)
 
 
 class ReferenceAdaptive(AdaptiveAshaSearcher):
@@ -68,7 +73,8 @@ class ReferenceAdaptive(AdaptiveAshaSearcher):
             mine = [t for t in self._trials if self._bracket_of[t.trial_id] == b]
             top = len(self.rung_lengths) - 1
             rungs = range(top - 1, self.bracket_starts[b] - 1, -1)
-            promoted = _reference_promotable(mine, rungs, self)
+            can_start = started[b] < self.brackets[b].max_trials
+            promoted = _reference_promotable(mine, rungs, self, can_start)
             if promoted is not None:
                 trial = self._trials[promoted]
                 rung = trial.rung + 1

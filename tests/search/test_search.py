@@ -63,16 +63,16 @@ def test_asha_scripted_rung_by_rung() -> None:
         (1, 1, Fraction(2), True),
         (2, 0, Fraction(1), False),  # 3 results at rung 0 -> top 1 (trial 1) already promoted
         (3, 0, Fraction(1), False),  # 4 results at rung 0 -> top 2: 3 and 1
-        (3, 1, Fraction(2), True),  # rung 1: {1: 4, 3: 2} -> top 1 is trial 3
-        (3, 2, Fraction(4), True),
-        (4, 0, Fraction(1), False),
+        (3, 1, Fraction(2), True),  # rung 1: {1: 4, 3: 2}; to max_length only from 4 (2**2)
+        (4, 0, Fraction(1), False),  # rung 1 holds 2 of those 4 while trials can start
         (5, 0, Fraction(1), False),  # 6 at rung 0 -> top 3: 5, 3, 1
-        (5, 1, Fraction(2), True),  # rung 1: {1: 4, 3: 2, 5: 1} -> top 1 is trial 5
-        (5, 2, Fraction(4), True),
+        (5, 1, Fraction(2), True),  # rung 1: {1: 4, 3: 2, 5: 1}: 3 results, still held
         (6, 0, Fraction(1), False),
-        (7, 0, Fraction(1), False),  # 8 at rung 0 -> top 4: 5, 3, 7, 1
-        (7, 1, Fraction(2), True),  # rung 1: top 2 of 4 (5, 3) are already at rung 2
-    ]  # and max_trials is reached: nothing more to start
+        (7, 0, Fraction(1), False),  # max_trials reached: ASHA's own rule from here
+        (5, 2, Fraction(4), True),  # rung 1's top 1 of 3: trial 5
+        (7, 1, Fraction(2), True),  # 8 at rung 0 -> top 4: 5, 3, 7, 1
+        (3, 2, Fraction(4), True),  # rung 1: {1: 4, 3: 2, 5: 1, 7: 3} -> top 2: 5 and 3
+    ]  # nothing more to start or promote
     records = searcher.trials()
     assert [(r.status, r.rung, r.length_trained) for r in records] == [
         ("STOPPED_EARLY", 0, Fraction(1)),
@@ -88,6 +88,28 @@ def test_asha_scripted_rung_by_rung() -> None:
     best = searcher.best()
     assert best is not None and best.trial_id == 5 and best.last_metric == 0.0
     assert sum(r.length_trained for r in records) == 16  # vs 32 for 8 full-length trials
+
+
+def test_asha_trains_to_max_length_only_the_best_of_divisor_squared_while_trials_start() -> None:
+    """The first promotions to the top rung wait for 9 results at the rung below (divisor 3),
+    and go to the best of them; with no trial left to start they wait for nothing."""
+    searcher = AshaSearcher({}, max_length=9, max_trials=200, divisor=3, max_rungs=3)
+    at_rung_1: dict[int, float] = {}
+    while (job := searcher.ask()) is not None and job.rung < 2:
+        metric = float((job.trial_id * 7) % 11)  # an order unrelated to the trial ids
+        if job.rung == 1:
+            at_rung_1[job.trial_id] = metric
+        searcher.tell(job.trial_id, metric, job.length)
+    assert job is not None and job.rung == 2
+    assert len(at_rung_1) == 9  # not 3, as ASHA's own rule would
+    assert at_rung_1[job.trial_id] == min(at_rung_1.values())
+
+    few = AshaSearcher({}, max_length=9, max_trials=9, divisor=3, max_rungs=3)
+    jobs = run_all(few, lambda job: float(job.trial_id))
+    assert [(j.trial_id, j.rung) for j in jobs if j.rung == 2] == [(0, 2)]  # once all 9 started
+    assert jobs.index(next(j for j in jobs if j.rung == 2)) > max(
+        i for i, j in enumerate(jobs) if not j.promotion
+    )
 
 
 def test_asha_larger_is_better_mirrors_smaller() -> None:
@@ -174,11 +196,11 @@ def test_failed_trials_are_never_promoted_and_search_goes_on() -> None:
     assert [(j.trial_id, j.promotion) for j in jobs] == [
         (0, False),
         (1, False),
-        (2, False),  # 2 results at rung 0 (1 and 2): trial 1 promoted
-        (1, True),
+        (2, False),  # rung 0 promotes to max_length only from 4 results while trials start
         (3, False),
         (4, False),
-        (5, False),  # 4 results (1, 2, 4, 5): top 2 are 1 and 2
+        (5, False),  # 4 results (1, 2, 4, 5): top 2 are 1 and 2, the failed 0 and 3 never
+        (1, True),
         (2, True),
     ]
     failed = [r for r in searcher.trials() if r.status == "FAILED"]
@@ -269,7 +291,7 @@ def test_best_prefers_the_furthest_rung_then_the_metric() -> None:
     # trial 0 is promoted and gets worse at rung 1 (0.9); trials 1, 2 did better at rung 0
     metrics = {(0, 0): 0.5, (1, 0): 0.6, (0, 1): 0.9, (2, 0): 0.7}
     jobs = run_all(searcher, lambda job: metrics[job.trial_id, job.rung])
-    assert [(j.trial_id, j.rung) for j in jobs] == [(0, 0), (1, 0), (0, 1), (2, 0)]
+    assert [(j.trial_id, j.rung) for j in jobs] == [(0, 0), (1, 0), (2, 0), (0, 1)]
     best = searcher.best()
     assert best is not None and best.trial_id == 0
     assert (best.best_metric, best.last_metric, best.status) == (0.5, 0.9, "COMPLETED")
@@ -433,6 +455,8 @@ def test_asha_matches_reference_model(
 
     def expected_next() -> tuple[int, int] | None:
         for rung in reversed(range(top)):
+            if rung == top - 1 and len(rung_of) < max_trials and len(results[rung]) < divisor**2:
+                continue  # to max_length only from divisor**2 results while trials can start
             sign = 1 if smaller else -1
             ranked = sorted(results[rung], key=lambda t: (sign * results[rung][t], t))
             for trial_id in ranked[: len(ranked) // divisor]:
