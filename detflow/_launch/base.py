@@ -14,7 +14,7 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from detflow._hydra.derive import TrialComposer
 from detflow._search.driver import TrialOutcome
@@ -45,6 +45,11 @@ def private_directory(path: Path) -> Path:
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(path, 0o700)
     return path
+
+
+def slots_per_trial(config: DictConfig) -> int:
+    """The trial's ``resources.slots_per_trial``: its processes (1 when not given)."""
+    return int(OmegaConf.select(config, "resources.slots_per_trial", default=1) or 1)
 
 
 def script_directory() -> str:

@@ -30,10 +30,10 @@ from typing import IO, Any
 import cloudpickle
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from detflow._core.errors import ConfigError
-from detflow._launch.base import TrialProcesses, script_directory
+from detflow._launch.base import TrialProcesses, script_directory, slots_per_trial
 from detflow._launch.forkserver import ForkedProcess, ForkServer, task_modules
 from detflow._launch.process import die_with_parent, free_port
 from detflow._launch.worker import job_return, write_shared_payload
@@ -154,8 +154,7 @@ class LocalProcesses(TrialProcesses["_Job"]):
             self._fork_server.close()
             self._fork_server = None
         if self.free_gpus and not self.gpus_per_trial:
-            slots = OmegaConf.select(config, "resources.slots_per_trial", default=1)
-            self.gpus_per_trial = int(slots)
+            self.gpus_per_trial = slots_per_trial(config)
         if self.gpus_per_trial > len(self.free_gpus) and self.free_gpus:
             raise ConfigError(
                 "hydra.launcher.gpus_per_trial",
@@ -254,7 +253,7 @@ class LocalProcesses(TrialProcesses["_Job"]):
         )
         if job.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in job.gpus)
-        slots = int(OmegaConf.select(config, "resources.slots_per_trial", default=1) or 1)
+        slots = slots_per_trial(config)
         if slots > 1:  # one process per slot, torch.distributed over the environment
             env.update(
                 WORLD_SIZE=str(slots),

@@ -48,7 +48,12 @@ from submitit.slurm.slurm import _make_sbatch_string  # the script submitit subm
 from detflow._core.errors import ConfigError
 from detflow._harness import preemption
 from detflow._launch import slurm_queue as queue
-from detflow._launch.base import TrialProcesses, private_directory, script_directory
+from detflow._launch.base import (
+    TrialProcesses,
+    private_directory,
+    script_directory,
+    slots_per_trial,
+)
 from detflow._launch.slurm_settings import SlurmSettings, check_line
 from detflow._launch.worker import (
     compose_job,
@@ -189,11 +194,6 @@ class TrialJob:
         return outcome
 
 
-def _slots(config: DictConfig) -> int:
-    """The trial's ``resources.slots_per_trial`` (1 when not given)."""
-    return int(OmegaConf.select(config, "resources.slots_per_trial", default=1) or 1)
-
-
 class SlurmTrials(TrialProcesses["_Job"]):
     """Submits Hydra jobs to Slurm; blocking ``launch()`` and non-blocking ``start``/``wait``."""
 
@@ -223,7 +223,9 @@ class SlurmTrials(TrialProcesses["_Job"]):
         # Checked before anything is composed or submitted: what goes into sbatch lines.
         check_line("hydra.job.name", str(config.hydra.job.name))
         check_line("hydra.sweep.dir", str(self._folder()))
-        self.settings.parameters(_slots(config))  # tasks per node from the slots, or refused
+        self.settings.parameters(
+            slots_per_trial(config)
+        )  # tasks per node from the slots, or refused
         task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
         self._master_overrides = frozenset(str(o) for o in task)
 
@@ -298,7 +300,7 @@ class SlurmTrials(TrialProcesses["_Job"]):
         else:
             config, job_dir = self.compose(trial_id, overrides)
             source = config
-        params = self.settings.parameters(_slots(source))
+        params = self.settings.parameters(slots_per_trial(source))
         params["job_name"] = str(source.hydra.job.name)
         check_line("hydra.job.name", params["job_name"])  # a trial's own override
         # The job imports the task's modules as this process did: same script directory.

@@ -255,12 +255,13 @@ def grid() -> Searcher:
     )
 
 
-def asha() -> Searcher:
+def asha(name: str = "asha", max_trials: int = ASHA_TRIALS) -> Searcher:
+    """``name`` (asha or bohb) on ASHA_SPACE, with the rungs ASHA_RUNGS."""
     return make_searcher(
-        "asha",
+        name,
         space=ASHA_SPACE,
         max_length=MAX_LENGTH,
-        max_trials=ASHA_TRIALS,
+        max_trials=max_trials,
         seed=0,
         metric=METRIC,
         smaller_is_better=True,
@@ -732,20 +733,6 @@ def test_asha_through_the_driver_decides_as_the_searcher_alone_does(tmp_path: Pa
     assert any(rung > 0 for _, rung, _ in asked)
 
 
-def bohb() -> Searcher:
-    return make_searcher(
-        "bohb",
-        space=ASHA_SPACE,
-        max_length=MAX_LENGTH,
-        max_trials=40,
-        seed=0,
-        metric=METRIC,
-        smaller_is_better=True,
-        divisor=2,
-        max_rungs=len(ASHA_RUNGS),
-    )
-
-
 def bohb_news(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("bohb: ")]
 
@@ -755,13 +742,15 @@ def test_bohb_tells_of_each_rung_test_once_even_across_a_kill_and_resume(
     tmp_path: Path, kill: Kill, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="detflow")
-    make_driver(tmp_path / "reference", FakeLauncher(World()), bohb()).run()
+    make_driver(tmp_path / "reference", FakeLauncher(World()), asha("bohb", max_trials=40)).run()
     reference = bohb_news(caplog)
     assert len(reference) == 1 and "rung 0 (1 epoch)" in reference[0], reference
     assert "(8 + 8 trials)" in reference[0] and "new trials start at 2 epochs" in reference[0]
     caplog.clear()
     world = World()
     with pytest.raises(Killed):  # the test is decided at the 46th wait: before / after it
-        make_driver(tmp_path / "sweep", FakeLauncher(world, kill=kill), bohb()).run()
-    make_driver(tmp_path / "sweep", FakeLauncher(world), bohb()).run()
+        make_driver(
+            tmp_path / "sweep", FakeLauncher(world, kill=kill), asha("bohb", max_trials=40)
+        ).run()
+    make_driver(tmp_path / "sweep", FakeLauncher(world), asha("bohb", max_trials=40)).run()
     assert bohb_news(caplog) == reference
