@@ -19,7 +19,7 @@ from pytest import mark
 
 from detflow._core.detached import DRIVER_LOG, DriverRecord
 from detflow._results.cli import main as detflow_main
-from tests.slurm_support import _slurm_must_run_in_ci, needs_slurm
+from tests.slurm_support import _slurm_must_run_in_ci, accounted_runs, needs_slurm
 from tests.support import run_cli
 
 pytestmark = [needs_slurm, mark.usefixtures(_slurm_must_run_in_ci.__name__)]
@@ -124,12 +124,8 @@ def test_a_requeued_detached_driver_finishes_every_trial_once(tmp_path: Path) ->
     assert _trial_jobs_per_trial(sweep) == {0: 1, 1: 1, 2: 1, 3: 1}, log  # ... each trial once
     for trial in range(4):
         assert "resumed from" not in (sweep / str(trial) / "train.log").read_text()
-    state = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-j", record.job_id, "-o", "State"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    assert state[:1] == ["COMPLETED"], state
+    state = accounted_runs(record.job_id, "State")
+    assert state[-1:] == ["COMPLETED"], state
 
 
 def test_detflow_cancel_stops_the_driver_and_the_same_command_resumes(tmp_path: Path) -> None:

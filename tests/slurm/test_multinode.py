@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from pytest import mark
 
-from tests.slurm_support import _slurm_must_run_in_ci, needs_slurm
+from tests.slurm_support import _slurm_must_run_in_ci, accounted_runs, needs_slurm
 from tests.support import read_metrics, run_cli, start_driver
 
 pytestmark = [needs_slurm, mark.usefixtures(_slurm_must_run_in_ci.__name__)]
@@ -114,11 +114,7 @@ def test_a_two_slot_trial_over_two_nodes_matches_one_process_through_a_preemptio
     while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout:
         assert time.monotonic() < deadline, f"job {job} is still queued"
         time.sleep(0.5)
-    accounted = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-D", "-j", job, "-o", "State,NNodes,NodeList"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    accounted = accounted_runs(job, "State,NNodes,NodeList")
     assert any(line.startswith("REQUEUED|2|") for line in accounted), accounted
     assert accounted[-1].startswith("COMPLETED|2|"), accounted
 

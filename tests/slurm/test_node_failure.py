@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pytest import mark
 
-from tests.slurm_support import _slurm_must_run_in_ci, needs_slurm
+from tests.slurm_support import _slurm_must_run_in_ci, accounted_runs, needs_slurm
 from tests.support import read_metrics, run_cli, start_driver
 
 pytestmark = [needs_slurm, mark.usefixtures(_slurm_must_run_in_ci.__name__)]
@@ -107,18 +107,6 @@ def test_a_node_downed_mid_trial_leaves_a_completed_trial_with_uninterrupted_met
     assert '"completed"' in result, result
     # the trial's last run was on another node than the one that failed; the result is
     # written before the job ends, and slurmdbd records the end a moment after slurmctld
-    deadline = time.monotonic() + 60
-    while not (last := _last_run(_jobs(log)[-1])).endswith("|COMPLETED"):
-        assert time.monotonic() < deadline, (last, text)
-        time.sleep(0.5)
+    last = (accounted_runs(_jobs(log)[-1], "NodeList,State") or [""])[-1]
+    assert last.endswith("|COMPLETED"), (last, text)
     assert last.split("|")[0] != node, (last, text)
-
-
-def _last_run(job: str) -> str:
-    """``NODES|STATE`` of the job's last run, as Slurm's accounting has it."""
-    runs = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-j", job, "-o", "NodeList,State"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return runs[-1] if runs else ""
