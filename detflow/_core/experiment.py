@@ -64,11 +64,13 @@ SAMPLERS = ("random", "tpe")
 
 
 def rung_defaults(name: str) -> RungDefaults:
-    """``searcher.divisor`` / ``max_rungs`` of searcher ``name`` (or an older name of it) when
-    not given; Determined's (4, 5) for a searcher without rungs.
+    """``searcher.divisor`` / ``max_rungs`` / ``sampler`` of searcher ``name`` (or an older name
+    of it) when not given; Determined's (4, 5, random) for a searcher without rungs.
 
     >>> rung_defaults("asha"), rung_defaults("async_halving") == rung_defaults("asha")
-    (RungDefaults(divisor=3, max_rungs=4), True)
+    (RungDefaults(divisor=3, max_rungs=4, sampler='random'), True)
+    >>> rung_defaults("adaptive_asha").sampler
+    'tpe'
     """
     return RUNG_DEFAULTS.get(SEARCHER_ALIASES.get(name, name), _NO_RUNGS)
 
@@ -109,7 +111,7 @@ class SearcherSettings:
     pbt: PbtSettings | None = None
     #: the bottom rung of asha, adaptive_asha and bohb (None: from max_rungs)
     min_length: Length | None = None
-    sampler: str = _SEARCHER.sampler
+    sampler: str = _NO_RUNGS.sampler
     random_fraction: float = _SEARCHER.random_fraction
 
 
@@ -232,7 +234,9 @@ class Experiment:
             bracket_rungs=_bracket_rungs(searcher_cfg),
             pbt=_pbt(searcher_cfg, max_length, notices) if name == "pbt" else None,
             min_length=_min_length(searcher_cfg, max_length, notices),
-            sampler=_choice(searcher_cfg, "searcher.sampler", _SEARCHER.sampler, SAMPLERS),
+            sampler=_choice(
+                searcher_cfg, "searcher.sampler", rung_defaults(name).sampler, SAMPLERS
+            ),
             random_fraction=_fraction(
                 searcher_cfg, "searcher.random_fraction", _SEARCHER.random_fraction
             ),

@@ -22,21 +22,24 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RungDefaults:
-    """``searcher.divisor`` and ``searcher.max_rungs`` of one searcher when not given."""
+    """``searcher.divisor``, ``searcher.max_rungs`` and ``searcher.sampler`` of one searcher
+    when not given."""
 
     divisor: int
     max_rungs: int
+    sampler: str = "random"
 
 
 #: Each rung searcher's defaults, chosen on lcbench's learning curves (bench/README.md): asha's
 #: bottom rung at max_length / 27 (Determined's divisor 4 and 5 rungs put it at / 256, where
 #: a short rung can rank configurations against their final result), adaptive_asha's
-#: brackets by thirds (capped as Determined caps them), bohb's Determined's ladder (it tests
-#: its short rungs before it trusts them).
+#: brackets by thirds (capped as Determined caps them) and proposals from the density model
+#: (as good on compute, better final regret, and no task where it ends worse than random
+#: search), bohb asha's ladder (it tests its short rungs before it trusts them).
 RUNG_DEFAULTS = {
     "asha": RungDefaults(divisor=3, max_rungs=4),
-    "adaptive_asha": RungDefaults(divisor=3, max_rungs=5),
-    "bohb": RungDefaults(divisor=3, max_rungs=4),
+    "adaptive_asha": RungDefaults(divisor=3, max_rungs=5, sampler="tpe"),
+    "bohb": RungDefaults(divisor=3, max_rungs=4, sampler="tpe"),
 }
 
 
@@ -60,7 +63,7 @@ class SearcherConfig:
     mode: str = "standard"  # adaptive_asha: aggressive | standard | conservative
     bracket_rungs: list[int] = field(default_factory=list)  # adaptive_asha: rungs per bracket
     min_length: Any = None  # asha, adaptive_asha, bohb: the bottom rung (null: from max_rungs)
-    sampler: str = "random"  # asha, adaptive_asha: random | tpe (bohb: always tpe)
+    sampler: Optional[str] = None  # noqa: UP045 - random | tpe; null: RUNG_DEFAULTS (bohb: tpe)
     random_fraction: float = 1 / 3  # tpe sampler, bohb: the share of proposals drawn at random
     population_size: Optional[int] = None  # noqa: UP045 - pbt: required (trials at once)
     perturb_every: Any = None  # pbt: a length (required) that divides max_length

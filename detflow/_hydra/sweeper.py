@@ -71,7 +71,14 @@ from detflow._search.driver import (
     best_line,
     length_text,
 )
-from detflow._search.searchers import AdaptiveAshaSearcher, Job, Searcher, make_searcher
+from detflow._search.searchers import (
+    AdaptiveAshaSearcher,
+    AshaSearcher,
+    BohbSearcher,
+    Job,
+    Searcher,
+    make_searcher,
+)
 from detflow._search.space import Choice, Dimension, Interval, Space, from_determined
 
 __all__ = [
@@ -679,6 +686,9 @@ def _log_plan(
         )
     elif len(searcher.rung_lengths) > 1:
         rungs = f", rungs at {_rungs_text(searcher.rung_lengths, unit, geometry)}"
+    is_tpe = isinstance(searcher, AshaSearcher) and searcher.sampler == "tpe"
+    if is_tpe and not isinstance(searcher, BohbSearcher):  # bohb's own lines say more
+        rungs += ", new trials proposed by a density model (searcher.sampler=tpe)"
     log.info(
         "%s search: %d trial%s planned, up to %d at once, max_length %s%s, in %s",
         exp.searcher.name,

@@ -393,6 +393,11 @@ def _rungs(
             f"({shown_defaults}; Determined's: divisor 4, max_rungs 5)"
         )
     if name == "adaptive_asha":
+        details.append(
+            f"searcher.sampler not given: detflow's adaptive_asha default "
+            f"({rung_defaults(name).sampler}: new trials from a density model; Determined's: "
+            f"random, which searcher.sampler=random gives)"
+        )
         mode = value.get("mode")
         if mode is not None:
             used.add("mode")

@@ -275,7 +275,8 @@ class AshaSearcher(RandomSearcher):
 
     A new trial's hyperparameters are drawn from ``Random(f"{seed}:{i}")`` (``sampler``
     ``random``), or (``tpe``) proposed by a density model fitted on the highest rung with
-    results enough, never the bottom one (:meth:`_model_floor`; :mod:`detflow._search.tpe`),
+    results enough, never one shorter than ``max_length / divisor**2`` nor the bottom one
+    (:meth:`_model_floor`; :mod:`detflow._search.tpe`),
     a share ``random_fraction`` of them still at random.
 
     Examples
@@ -299,7 +300,7 @@ class AshaSearcher(RandomSearcher):
         divisor: int = _ASHA.divisor,
         max_rungs: int = _ASHA.max_rungs,
         min_length: int | Fraction | None = None,
-        sampler: str = _DEFAULTS.sampler,
+        sampler: str = _ASHA.sampler,
         random_fraction: float = _DEFAULTS.random_fraction,
         seed: int = 0,
         metric: str = _DEFAULTS.metric,
@@ -359,10 +360,20 @@ class AshaSearcher(RandomSearcher):
         return self._ladder.promotable(0, range(rungs - 2, -1, -1), self.divisor, gate)
 
     def _model_floor(self) -> int:
-        """The lowest rung the model may be fitted on: the second (the bottom rung's results
-        are the cheapest and, measured on lcbench, bias the proposals towards configurations
-        that only start well), the bottom one if it is the only rung."""
-        return min(1, len(self.rung_lengths) - 1)
+        """The lowest rung the model may be fitted on: the lowest from the second up that is
+        at least ``max_length / divisor**2`` long (the bottom one if it is the only rung).
+        Shorter rungs' results are the cheapest and, measured, bias the proposals towards
+        configurations that only start well: the bottom rung on lcbench, the two lowest of
+        adaptive_asha's five on MFHartmann6 ``terrible`` (bench/README.md).
+
+        >>> s = make_searcher("adaptive_asha", space={}, max_length=100, max_trials=100, seed=0,
+        ...                   metric="loss", smaller_is_better=True)
+        >>> [round(float(length), 1) for length in s.rung_lengths], s._model_floor()
+        ([1.2, 3.7, 11.1, 33.3, 100.0], 2)
+        """
+        lengths, least = self.rung_lengths, self.max_length / self.divisor**2
+        floor = min(1, len(lengths) - 1)
+        return next(r for r in range(floor, len(lengths)) if lengths[r] >= least)
 
     def _model_rung(self) -> int | None:
         """The rung the density model is fitted on: the highest from :meth:`_model_floor` up
@@ -814,8 +825,10 @@ class AdaptiveAshaSearcher(AshaSearcher):
     among its own trials, and starts new trials while it has fewer than its ``max_trials``
     and fewer than its ``max_concurrent_trials`` running; of the brackets that can start a
     job, the least busy goes first (running / its limit, then trials started / its
-    ``max_trials``, then bracket order). Trial ``i`` is drawn from ``Random(f"{seed}:{i}")``
-    whatever its bracket.
+    ``max_trials``, then bracket order). New trials are proposed as :class:`AshaSearcher`
+    proposes them, whatever their bracket, by default (``sampler`` ``tpe``) from the density
+    model fitted on every bracket's results; ``sampler: random`` draws trial ``i`` from
+    ``Random(f"{seed}:{i}")``, as Determined's ``adaptive_asha`` does.
 
     Examples
     --------
@@ -839,7 +852,7 @@ class AdaptiveAshaSearcher(AshaSearcher):
         bracket_rungs: Sequence[int] = (),
         max_concurrent_trials: int = _DEFAULTS.max_concurrent_trials,
         min_length: int | Fraction | None = None,
-        sampler: str = _DEFAULTS.sampler,
+        sampler: str = _ADAPTIVE.sampler,
         random_fraction: float = _DEFAULTS.random_fraction,
         seed: int = 0,
         metric: str = _DEFAULTS.metric,
@@ -1000,7 +1013,7 @@ def make_searcher(
     steps_of: Callable[[Fraction], int] | None = None,
     pbt: PbtSettings | None = None,
     min_length: int | Fraction | None = None,
-    sampler: str = _DEFAULTS.sampler,
+    sampler: str | None = None,
     random_fraction: float = _DEFAULTS.random_fraction,
 ) -> Searcher:
     """Build the searcher ``name`` (single, grid, random, asha, adaptive_asha, bohb or pbt) from
@@ -1034,6 +1047,7 @@ def make_searcher(
     name = SEARCHER_ALIASES.get(name, name)
     divisor = rung_defaults(name).divisor if divisor is None else divisor
     max_rungs = rung_defaults(name).max_rungs if max_rungs is None else max_rungs
+    sampler = rung_defaults(name).sampler if sampler is None else sampler
     check_count("searcher.divisor", divisor, 2)
     check_count("searcher.max_rungs", max_rungs, 1, MAX_RUNGS)
     common: dict[str, Any] = {"metric": metric, "smaller_is_better": smaller_is_better}

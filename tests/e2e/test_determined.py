@@ -54,7 +54,8 @@ def test_adaptive_asha_with_determineds_defaults_completes_some_and_stops_most(
     assert (
         "adaptive_asha search: 16 trials planned, up to 2 at once, max_length 128 batches, "
         "2 brackets: 12 trials (1 at once) at 8, 32, 128 batches; "
-        "4 trials (1 at once) at 32, 128 batches" in done.stdout
+        "4 trials (1 at once) at 32, 128 batches, "
+        "new trials proposed by a density model (searcher.sampler=tpe), in " in done.stdout
     )
     table = rows(tmp_path)
     assert len(table) == 16

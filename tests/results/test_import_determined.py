@@ -157,6 +157,8 @@ def test_the_detflow_way_for_what_it_does_not_keep() -> None:
     assert entries["reproducibility"].became == ["seed"]
     details = " ".join(entries["searcher"].details)
     assert "stop_once: not mapped" in details and "source_trial_id: not mapped" in details
+    # adaptive_asha's proposals differ from Determined's by default: said, with the way back
+    assert "searcher.sampler not given" in details and "searcher.sampler=random" in details
     assert "hydra.launcher.gpus_per_node=4" in " ".join(entries["slurm"].details)
     assert "hydra.job.env_set.NCCL_DEBUG=INFO" in " ".join(entries["environment"].details)
 

@@ -298,6 +298,37 @@ def test_bad_keys_are_refused_naming_the_key(searcher: dict[str, Any], expected:
     assert f"searcher.{key}" in str(raised.value) and expected in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "chosen", "expected"),
+    [
+        ("asha", None, "random"),
+        ("adaptive_asha", None, "tpe"),
+        ("adaptive", None, "tpe"),  # Determined's older name
+        ("adaptive_asha", "random", "random"),  # Determined's own proposals, when asked
+        ("asha", "tpe", "tpe"),
+    ],
+)
+def test_each_searcher_proposes_with_its_own_default_sampler(
+    name: str, chosen: str | None, expected: str
+) -> None:
+    searcher: dict[str, Any] = {"name": name, "max_trials": 9, "max_length": {"epochs": 9}}
+    if chosen is not None:
+        searcher["sampler"] = chosen
+    cfg = {"hyperparameters": {"global_batch_size": 8}, "searcher": searcher}
+    assert Experiment.from_mapping(cfg).searcher.sampler == expected
+    built = make_searcher(
+        name,
+        space=XY,
+        max_length=9,
+        max_trials=9,
+        seed=0,
+        metric="loss",
+        smaller_is_better=True,
+        sampler=chosen,
+    )
+    assert isinstance(built, AshaSearcher) and built.sampler == expected
+
+
 def test_the_new_keys_validate_and_reach_make_searcher() -> None:
     cfg = {
         "hyperparameters": {"global_batch_size": 8},
@@ -311,7 +342,7 @@ def test_the_new_keys_validate_and_reach_make_searcher() -> None:
     }
     validated = Experiment.from_mapping(cfg).searcher
     assert validated.min_length is not None and validated.min_length.value == 2
-    assert validated.sampler == "random" and validated.random_fraction == 0.5
+    assert validated.sampler == "tpe" and validated.random_fraction == 0.5  # bohb's model
     assert (
         Experiment.from_mapping({**cfg, "searcher": {"max_length": "3 epochs"}}).searcher.min_length
         is None
