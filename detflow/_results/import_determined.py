@@ -33,6 +33,9 @@ searcher         -> searcher (name, metric, max_length, max_trials, max_concurre
                  adaptive_asha on val_loss, max_length '937 batches', max_trials 16
                    searcher.divisor and max_rungs not given: detflow's adaptive_asha default
                    (divisor 3, max_rungs 5; Determined's: divisor 4, max_rungs 5)
+                   searcher.sampler not given: detflow's adaptive_asha default (tpe: new
+                   trials from a density model; Determined's: random, which
+                   searcher.sampler=random gives)
                    searcher.max_concurrent_trials: Determined's default 16 -> 16 (detflow's
                    default is 1)
 """
