@@ -282,7 +282,7 @@ def test_digits_asha_runs_on_slurm_in_parallel_with_promotions(tmp_path: Path) -
             "+experiment=digits_asha",
             f"hydra.sweep.dir={tmp_path / 's'}",
             *SLURM,
-            "searcher.max_trials=8",
+            "searcher.max_trials=4",
             "searcher.divisor=2",
             "searcher.max_length=2 epochs",
         ],
@@ -291,7 +291,7 @@ def test_digits_asha_runs_on_slurm_in_parallel_with_promotions(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stdout + done.stderr
     table = rows(tmp_path / "s")
-    assert len(table) == 8 and "COMPLETED" in {r["status"] for r in table}
+    assert len(table) == 4 and "COMPLETED" in {r["status"] for r in table}
     assert "promoting trial" in done.stdout
     promoted = [r for r in table if r["rung"] != "0"]
     for row in promoted:  # continued from its checkpoint: one validation per epoch boundary
