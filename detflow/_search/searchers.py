@@ -378,7 +378,7 @@ class AshaSearcher(RandomSearcher):
     def _model_rung(self) -> int | None:
         """The rung the density model is fitted on: the highest from :meth:`_model_floor` up
         with results enough."""
-        least = min_observations(self.space)
+        least = min_observations(self.space, self.tpe)
         for rung in range(len(self.rung_lengths) - 1, self._model_floor() - 1, -1):
             if self._ladder.count(rung) >= least:
                 return rung
@@ -403,16 +403,21 @@ class AshaSearcher(RandomSearcher):
         finally:
             self._peeking = False
 
+    def _model_point(self, trial_id: int) -> dict[str, Any] | None:
+        """New trial ``trial_id``'s hyperparameters from the density model, or None where
+        they are drawn at random (sampler ``random``, the random share, too few results)."""
+        if self.sampler != "tpe" or self._peeking:
+            return None
+        model = self.density_model()
+        if model is None:
+            return None
+        return propose(model, random.Random(f"{self.seed}:{trial_id}:tpe"))
+
     def _new_hparams(self, trial_id: int) -> dict[str, Any] | None:
         if trial_id >= self.max_trials:
             return None
-        if self.sampler == "tpe" and not self._peeking:
-            model = self.density_model()
-            if model is not None:
-                point = propose(model, random.Random(f"{self.seed}:{trial_id}:tpe"))
-                if point is not None:
-                    return point
-        return super()._new_hparams(trial_id)
+        point = self._model_point(trial_id)
+        return point if point is not None else super()._new_hparams(trial_id)
 
     def warnings(self) -> list[str]:
         """A warning when ``max_trials`` is too few for any trial to reach the top rung, and
@@ -478,36 +483,47 @@ class BohbSearcher(AshaSearcher):
     A short rung is only worth its results if the trials it selects are better at the next
     rung than trials it never judged: on lcbench, 1 epoch's accuracy of 52 selects no better
     than chance on most tasks and worse on some (``bench/README.md``). So while the rung new
-    trials start at (:meth:`start_rung`, ``s``) is untested, one new trial in ``divisor``
-    starts one rung higher, at ``s + 1``, unselected (a hedge, as a Hyperband bracket that
-    starts there), until :attr:`MIN_HEDGED` have. Once rung ``s + 1`` holds the results of
-    the first :attr:`MIN_HEDGED` trials (by trial id) of each kind, promoted there from ``s``
-    and started there, the rung is tested (:meth:`rung_trust`; the first ones only, drawn at
-    the same time: later trials come from a model fitted since). It is useful when the
-    promoted trials beat the direct ones by the Mann-Whitney ``win_rate`` more than one
-    standard error above 0.5 (``sqrt((n + m + 1) / (12 n m))``: above 0.65 with 8 and 8). A
-    rung that is not useful is skipped: new trials start above it, and the next rung is
-    tested the same way (never the top: a hedge there would be a full-length trial). Each
-    decision is told once by :meth:`news`.
+    trials start at (:meth:`start_rung`, ``s``) is untested, one new trial in
+    :meth:`hedge_every` starts one rung higher, at ``s + 1``, unselected and drawn at random
+    (a hedge, as a Hyperband bracket that starts there), until :attr:`MIN_HEDGED` have. Once
+    rung ``s + 1`` holds the results of the first :attr:`MIN_HEDGED` trials (by trial id) of
+    each kind drawn at random, promoted there from ``s`` and started there, the rung is
+    tested (:meth:`rung_trust`). Only random draws are compared: a trial the model proposed
+    is better wherever it started, and would make the rung look as good or as bad as when
+    its trials were drawn. The rung is useful when the promoted trials beat the direct ones
+    by the Mann-Whitney ``win_rate`` more than one standard error above 0.5
+    (``sqrt((n + m + 1) / (12 n m))``: above 0.65 with 8 and 8). A rung that is not useful is
+    skipped: new trials start above it, and the next rung is tested the same way (never the
+    top: a hedge there would be a full-length trial). Each decision is told once by
+    :meth:`news`.
     The model is fitted on the highest rung with results enough at or above the start rung and
-    above the bottom rung (:meth:`AshaSearcher._model_rung`).
+    above the bottom rung (:meth:`AshaSearcher._model_rung`), from
+    ``TpeSettings.min_good`` = :attr:`MIN_GOOD` good results and 2 bad on: BOHB's own rule
+    (``n_dims + 1`` of each) waits, on lcbench's 7 dimensions, for 16 results at 6 epochs,
+    about as long as an ASHA search needs to reach random search's final regret.
 
-    Everything decided here is a function of the results told and of each trial's start rung
-    (in the state), so a resumed search decides the same.
+    Everything decided here is a function of the results told, of each trial's start rung
+    and of whether it was drawn at random (both in the state), so a resumed search decides
+    the same.
 
     Examples
     --------
     >>> from detflow._search.space import Interval
-    >>> searcher = BohbSearcher({"x": Interval(0.0, 1.0)}, max_length=9, max_trials=30,
+    >>> searcher = BohbSearcher({"x": Interval(0.0, 1.0)}, max_length=9, max_trials=400,
     ...                         divisor=3, max_rungs=3)
-    >>> searcher.rung_lengths, searcher.start_rung()
-    ((Fraction(1, 1), Fraction(3, 1), Fraction(9, 1)), 0)
-    >>> [searcher.ask().rung for _ in range(4)]  # the third trial hedges at rung 1
-    [0, 0, 1, 0]
+    >>> searcher.rung_lengths, searcher.start_rung(), searcher.hedge_every()
+    ((Fraction(1, 1), Fraction(3, 1), Fraction(9, 1)), 0, 12)
+    >>> [searcher.ask().rung for _ in range(13)]  # the twelfth trial hedges at rung 1
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
     """
 
     #: Trials of each kind (promoted, direct) a rung is tested on (8: bench/README.md).
     MIN_HEDGED = 8
+    #: One new trial in this many hedges while the start rung is untested, where
+    #: ``max_trials`` allows (:meth:`hedge_every`; bench/README.md).
+    HEDGE_EVERY = 12
+    #: The fewest good results the density model is fitted on (bench/README.md).
+    MIN_GOOD = 3
 
     def __init__(
         self,
@@ -538,25 +554,27 @@ class BohbSearcher(AshaSearcher):
             smaller_is_better=smaller_is_better,
             steps_of=steps_of,
         )
+        self.tpe = TpeSettings(random_fraction=random_fraction, min_good=self.MIN_GOOD)
         self._start_of: list[int] = []  # trial id -> the rung it started at
+        self._random_draws: list[bool] = []  # trial id -> whether drawn at random
+        self._drawn_at_random = True  # whether the last new trial's hparams were
         self._started_at = [0] * len(self.rung_lengths)  # trials started per rung
         self._trust: tuple[int, list[RungTrust]] | None = None  # (results told, trust)
         self._reported = 0  # rung tests told of by news()
 
     def _test(self, rung: int) -> RungTrust | None:
-        """``rung`` tested at the next one: its first :attr:`MIN_HEDGED` promoted trials
-        against the first as many that started there (None: too few results yet)."""
+        """``rung`` tested at the next one: its first :attr:`MIN_HEDGED` promoted trials drawn
+        at random against the first as many that started there (None: too few results yet)."""
         promoted: list[tuple[int, float]] = []
         direct: list[tuple[int, float]] = []
         for score, trial_id in self._ladder.rung(0, rung + 1).ranked():
+            if not self._random_draws[trial_id]:
+                continue  # proposed by a model: better wherever it started
             start = self._start_of[trial_id]
             if start <= rung:
                 promoted.append((trial_id, score))
             elif start == rung + 1:
                 direct.append((trial_id, score))
-        # The first of each, by trial id: the hedges and the trials drawn beside them. Later
-        # ones were proposed by a model fitted since, better whichever rung they started at:
-        # taking them in would judge the rung by when its trials were drawn.
         k = self.MIN_HEDGED
         if min(len(promoted), len(direct)) < k:
             return None
@@ -616,7 +634,8 @@ pairs at 3 epochs (8 + 8 trials): not better than chance, so new trials start at
 
     def _hedging(self, start: int) -> bool:
         """Whether the next new trial starts one rung above ``start``, unselected: while the
-        rung ``start`` is untested, one new trial in ``divisor``, :attr:`MIN_HEDGED` at most."""
+        rung ``start`` is untested, one new trial in :meth:`hedge_every`, :attr:`MIN_HEDGED`
+        at most."""
         trust = self.rung_trust()
         tested = bool(trust) and trust[-1].rung == start
         hedged = self._started_at[start + 1] if start + 1 < len(self._started_at) else 0
@@ -624,8 +643,22 @@ pairs at 3 epochs (8 + 8 trials): not better than chance, so new trials start at
             start + 2 < len(self.rung_lengths)
             and not tested
             and hedged < self.MIN_HEDGED
-            and (hedged + 1) * self.divisor <= self._started_at[start] + 1
+            and (hedged + 1) * self.hedge_every() <= self._started_at[start] + 1
         )
+
+    def hedge_every(self) -> int:
+        """One new trial in how many hedges: :attr:`HEDGE_EVERY`, or fewer where
+        ``max_trials`` is too few for the :attr:`MIN_HEDGED` hedges to be drawn in the first
+        quarter of the trials (so that the test decides while most remain), never fewer than
+        ``divisor``.
+
+        >>> from detflow._search.space import Interval
+        >>> space = {"x": Interval(0.0, 1.0)}
+        >>> [BohbSearcher(space, 9, n, divisor=3).hedge_every() for n in (81, 200, 10_000)]
+        [3, 6, 12]
+        """
+        fits = self.max_trials // (4 * self.MIN_HEDGED)
+        return max(self.divisor, min(self.HEDGE_EVERY, fits))
 
     def _new_trial_rung(self) -> int:
         start = self.start_rung()
@@ -637,22 +670,37 @@ pairs at 3 epochs (8 + 8 trials): not better than chance, so new trials start at
     def _model_floor(self) -> int:
         return max(super()._model_floor(), self.start_rung())
 
+    def _model_point(self, trial_id: int) -> dict[str, Any] | None:
+        # A hedge is a control of the rung test, drawn at random as the trials it is
+        # compared with.
+        hedge = not self._peeking and self._hedging(self.start_rung())
+        point = None if hedge else super()._model_point(trial_id)
+        self._drawn_at_random = point is None
+        return point
+
     def ask(self) -> Job | None:
         job = super().ask()
         if job is not None and not job.promotion:
             self._start_of.append(job.rung)
             self._started_at[job.rung] += 1
+            self._random_draws.append(self._drawn_at_random)
         return job
 
     def _settings(self) -> dict[str, Any]:
-        return {**super()._settings(), "min_hedged": self.MIN_HEDGED}
+        return {
+            **super()._settings(),
+            "min_hedged": self.MIN_HEDGED,
+            "hedge_every": self.hedge_every(),
+            "min_good": self.MIN_GOOD,
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        """:meth:`Searcher.state_dict`, each trial's start rung by trial id, and (to read,
-        never loaded) what the search learned of its rungs."""
+        """:meth:`Searcher.state_dict`, each trial's start rung and whether it was drawn at
+        random by trial id, and (to read, never loaded) what the search learned of its rungs."""
         return {
             **super().state_dict(),
             "start_rungs": list(self._start_of),
+            "random_draws": list(self._random_draws),
             "rung_trust": [
                 {
                     "rung": t.rung,
@@ -675,12 +723,17 @@ pairs at 3 epochs (8 + 8 trials): not better than chance, so new trials start at
         top = len(self.rung_lengths) - 1
         if not all(isinstance(r, int) and 0 <= r <= top for r in starts):
             raise ValueError(f"the saved search state names rungs this search lacks: {starts}")
-        previous = self._start_of
-        self._start_of = [int(r) for r in starts]
+        draws = state.get("random_draws")
+        if not isinstance(draws, list) or len(draws) != len(starts):
+            raise ValueError("the saved search state does not say which trials were random draws")
+        if not all(isinstance(d, bool) for d in draws):
+            raise ValueError(f"the saved search state's random_draws are not true/false: {draws}")
+        previous = self._start_of, self._random_draws
+        self._start_of, self._random_draws = [int(r) for r in starts], list(draws)
         try:
             super().load_state_dict(state)
         except Exception:
-            self._start_of = previous
+            self._start_of, self._random_draws = previous
             raise
         self._started_at = [0] * len(self.rung_lengths)
         for rung in self._start_of:

@@ -3,7 +3,8 @@
 Pure Python (no numpy): the search layer installs with the standard library only.
 
 Given the results at one rung, ranked best first, the model splits them into the good (the
-best ``gamma`` share, at least ``n_dims + 1``) and the bad (the rest, at least as many) and fits
+best ``gamma`` share, at least :attr:`TpeSettings.min_good`: ``n_dims + 1`` unless set) and the
+bad (the rest, at least as many; 2 with ``min_good`` set) and fits
 a kernel density to each: a product kernel over the search space's dimensions, each mapped to
 ``[0, 1]`` (intervals linearly, log intervals in logs, integers as numbers rounded on the way
 back) with a Gaussian kernel truncated to ``[0, 1]`` and Scott's bandwidth, and choices with an
@@ -40,6 +41,7 @@ from detflow._search.space import Choice, Interval, Space
 __all__ = ["DensityModel", "TpeSettings", "min_observations", "propose"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+_MIN_BAD = 2  # the fewest bad results with TpeSettings.min_good set
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,10 @@ class TpeSettings:
     drawn per proposal; ``bandwidth_factor``: how much wider the kernels are when drawing;
     ``min_bandwidth``: the narrowest kernel; ``max_good`` / ``max_bad``: at most this many
     results in each density (the best good ones; bad ones evenly spaced by rank), which keeps
-    a proposal's cost bounded however many trials ran.
+    a proposal's cost bounded however many trials ran; ``min_good``: the fewest good results
+    (None: ``n_dims + 1`` good and as many bad, BOHB's rule; a count ``k``: at most ``k``
+    good and 2 bad, a model fitted from ``k + 2`` results on, which bohb uses:
+    bench/README.md).
 
     >>> TpeSettings().random_fraction
     0.3333333333333333
@@ -69,6 +74,7 @@ a number from 0 to 1
     min_bandwidth: float = 1e-3
     max_good: int = 64
     max_bad: int = 128
+    min_good: int | None = None
 
     def __post_init__(self) -> None:
         fraction = self.random_fraction
@@ -78,6 +84,20 @@ a number from 0 to 1
             or not 0 <= fraction <= 1
         ):
             raise ConfigError("searcher.random_fraction", fraction, "a number from 0 to 1")
+        if self.min_good is not None and self.min_good < 2:
+            raise ValueError(f"TpeSettings.min_good must be at least 2, not {self.min_good}")
+
+    def least(self, dims: int) -> tuple[int, int]:
+        """The fewest (good, bad) results a model over ``dims`` searched dimensions is fitted
+        on.
+
+        >>> bohb = TpeSettings(min_good=3)
+        >>> TpeSettings().least(7), bohb.least(7), bohb.least(1)
+        ((8, 8), (3, 2), (2, 2))
+        """
+        if self.min_good is None:
+            return dims + 1, dims + 1
+        return min(self.min_good, dims + 1), _MIN_BAD
 
 
 @dataclass(frozen=True)
@@ -145,14 +165,15 @@ def _searched(space: Space) -> list[_Dim]:
     return dims
 
 
-def min_observations(space: Space) -> int:
-    """The fewest results the model needs: enough for ``n_dims + 1`` good and as many bad.
+def min_observations(space: Space, settings: TpeSettings | None = None) -> int:
+    """The fewest results the model needs: its least good and bad (:meth:`TpeSettings.least`).
 
     >>> from detflow._search.space import Interval
-    >>> min_observations({"a": Interval(0.0, 1.0), "b": Interval(0.0, 1.0)})
-    6
+    >>> space = {"a": Interval(0.0, 1.0), "b": Interval(0.0, 1.0)}
+    >>> min_observations(space), min_observations(space, TpeSettings(min_good=3))
+    (6, 5)
     """
-    return 2 * (len(_searched(space)) + 1)
+    return sum((settings or TpeSettings()).least(len(_searched(space))))
 
 
 class _Kde:
@@ -266,18 +287,20 @@ class DensityModel:
 
     def _fit(self) -> bool:
         """Fit on the good and bad results (only those used are encoded: a bounded cost)."""
-        least = len(self.dims) + 1
-        n = len(self._ranked)
-        if not self.dims or n < 2 * least:
-            return False
         settings = self.settings
-        n_good = min(max(least, math.floor(settings.gamma * n)), n - least, settings.max_good)
+        least_good, least_bad = settings.least(len(self.dims))
+        n = len(self._ranked)
+        if not self.dims or n < least_good + least_bad:
+            return False
+        n_good = min(
+            max(least_good, math.floor(settings.gamma * n)), n - least_bad, settings.max_good
+        )
         bad_ranks: Sequence[int] = range(n_good, n)
         if len(bad_ranks) > settings.max_bad:  # evenly spaced by rank, best and worst kept
             step = (len(bad_ranks) - 1) / (settings.max_bad - 1)
             bad_ranks = [n_good + round(i * step) for i in range(settings.max_bad)]
         good, bad = self._encoded(range(n_good)), self._encoded(bad_ranks)
-        if len(good) < least or len(bad) < least:  # values outside the space left out
+        if len(good) < least_good or len(bad) < least_bad:  # values outside the space left out
             return False
         self.good = _Kde(self.dims, good, settings.min_bandwidth)
         self.bad = _Kde(self.dims, bad, settings.min_bandwidth)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from detflow._core.errors import ConfigError
 from detflow._core.experiment import Experiment
+from detflow._search.rungs import win_rate
 from detflow._search.searchers import (
     AdaptiveAshaSearcher,
     AshaSearcher,
@@ -247,6 +248,66 @@ def test_a_tpe_sampler_changes_the_saved_settings_a_random_one_does_not() -> Non
     assert "sampler" not in plain  # states saved before samplers existed still load
     tpe = AshaSearcher(XY, 16, 8, sampler="tpe").state_dict()["settings"]
     assert tpe["sampler"] == "tpe" and tpe["random_fraction"] == 1 / 3
+
+
+def test_bohb_hedges_are_random_draws_and_the_rung_test_compares_random_draws_only() -> None:
+    """A trial the model proposed is better wherever it started: the test of a rung compares
+    only the trials drawn at random, hedges (always random draws) against promoted ones."""
+
+    def faithful(job: Job) -> float:
+        return distance(job.hparams) ** 2 + 0.01 / float(job.length)
+
+    searcher = BohbSearcher(XY, 27, max_trials=400, divisor=3, min_length=1, seed=2)
+    assert searcher.hedge_every() == BohbSearcher.HEDGE_EVERY
+    run(searcher, faithful, seed=2)
+    state = searcher.state_dict()
+    starts, draws = state["start_rungs"], state["random_draws"]
+    assert len(draws) == len(starts) == len(searcher.trials())
+    # One new trial in 12 hedges: the 12th, then one after each 12 more (ids 11, 24, 37, ...).
+    hedges = [i for i, start in enumerate(starts) if start == 1][: BohbSearcher.MIN_HEDGED]
+    assert hedges == [13 * k - 2 for k in range(1, 9)] and all(draws[i] for i in hedges)
+    assert not all(draws) and sum(draws) < 0.6 * len(draws)  # the rest mostly from the model
+    trust = searcher.rung_trust()[0]
+    assert (trust.rung, trust.promoted, trust.direct) == (0, 8, 8), trust
+
+    def expected_rate(draws: list[bool]) -> float:
+        """The win rate at rung 1 of the first 8 random draws promoted from rung 0 over the
+        first 8 that started at rung 1, by trial id."""
+        at_1 = [(t["trial_id"], dict(t["metrics"]).get(1)) for t in state["trials"]]
+        kinds = [
+            [m for i, m in at_1 if m is not None and draws[i] and starts[i] == s] for s in (0, 1)
+        ]
+        return win_rate(kinds[0][:8], kinds[1][:8])  # losses: smaller is better
+
+    assert trust.win_rate == expected_rate(draws)
+    # Mark the first promoted trial a model proposal: the test now reads the ninth instead.
+    first = next(
+        t["trial_id"]
+        for t in state["trials"]
+        if starts[t["trial_id"]] == 0 and 1 in dict(t["metrics"])
+    )
+    marked = [d and i != first for i, d in enumerate(draws)]
+    flipped = BohbSearcher(XY, 27, max_trials=400, divisor=3, min_length=1, seed=2)
+    flipped.load_state_dict({**state, "random_draws": marked})
+    assert flipped.rung_trust()[0].win_rate == expected_rate(marked) != trust.win_rate
+    with pytest.raises(ValueError, match="random draws"):
+        flipped.load_state_dict({k: v for k, v in state.items() if k != "random_draws"})
+    with pytest.raises(ValueError, match="true/false"):
+        flipped.load_state_dict({**state, "random_draws": [1] * len(draws)})
+
+
+def test_bohb_fits_its_model_from_min_good_plus_two_results() -> None:
+    space: Space = {f"x{i}": Interval(0.0, 1.0) for i in range(7)}
+    settings = TpeSettings(min_good=BohbSearcher.MIN_GOOD)
+    assert min_observations(space) == 16 and min_observations(space, settings) == 5
+    ranked = [{key: i / 10 for key in space} for i in range(5)]
+    assert DensityModel(space, ranked, settings).fitted
+    assert not DensityModel(space, ranked[:4], settings).fitted
+    assert not DensityModel(space, ranked * 3, TpeSettings()).fitted  # 15 < 16
+    assert BohbSearcher(space, 27, 400).tpe.min_good == BohbSearcher.MIN_GOOD
+    assert AshaSearcher(space, 27, 400, sampler="tpe").tpe.min_good is None
+    with pytest.raises(ValueError, match="min_good"):
+        TpeSettings(min_good=1)
 
 
 # --- min_length ----------------------------------------------------------------------------
