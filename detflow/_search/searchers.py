@@ -690,7 +690,7 @@ pairs at 3 epochs (8 + 8 trials): not better than chance, so new trials start at
         return {
             **super()._settings(),
             "min_hedged": self.MIN_HEDGED,
-            "hedge_every": self.hedge_every(),
+            "hedge_every": self.HEDGE_EVERY,  # not hedge_every(): max_trials may grow
             "min_good": self.MIN_GOOD,
         }
 

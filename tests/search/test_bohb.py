@@ -159,6 +159,23 @@ def test_state_round_trips_through_json_and_a_restored_searcher_proposes_the_sam
         restored.load_state_dict({**state, "start_rungs": []})
 
 
+def test_a_bohb_sweep_resumes_with_more_max_trials_as_asha_does() -> None:
+    """Raising ``max_trials`` on resume changes how often bohb hedges from then on, never
+    what it decided: the saved state loads and the search goes on."""
+    small = BohbSearcher(XY, 27, max_trials=27, divisor=3, seed=1)
+    run(small, lambda j: distance(j.hparams))
+    assert small.done and small.hedge_every() == 3
+    larger = BohbSearcher(XY, 27, max_trials=400, divisor=3, seed=1)
+    assert larger.hedge_every() == 12
+    larger.load_state_dict(json.loads(json.dumps(small.state_dict())))
+    loaded, saved = larger.trials(), small.trials()
+    assert [(t.hparams, t.best_metric) for t in loaded] == [
+        (t.hparams, t.best_metric) for t in saved
+    ]
+    assert not larger.done  # a trial stopped early in the small search may be promoted now
+    assert len(new_trials(run(larger, lambda j: distance(j.hparams)))) == 400 - 27
+
+
 def misleading(job: Job) -> float:
     """Rung 0 (1 epoch) ranks configurations against their end: the best look worst."""
     final = distance(job.hparams) ** 2
