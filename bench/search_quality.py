@@ -48,6 +48,12 @@ time spent so far, running jobs included, in full-length trials. Curves are the 
 seeds of the regret at each compute level. **compute_to_reach**: the least compute at which
 the median regret is at most random search's median regret at the budget, divided by the
 compute random search itself needed for it.
+
+The seeds are ``--first-seed`` (0) on, ``--seeds`` of them. A median over 10 seeds is noisy:
+``--json`` gives, with each result, ``regret_by_seed`` (the regret at the budget of each
+seed) and ``p_worse_than_random``, how often the median regret at the budget is above random
+search's when both sides' seeds are resampled with replacement (:func:`p_worse`): near 0.5
+means "worse than random" is the seeds' noise, near 1 that it holds whatever the seeds.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ import logging
 import math
 import multiprocessing
 import os
+import random
 import statistics
 import sys
 import time
@@ -478,6 +485,7 @@ class Summary:
     algorithm_seconds: float = 0.0  # median seconds per run in the algorithm's own calls
     seeds: int = 0
     best_agrees: int | None = None  # runs whose incumbent is Searcher.best()'s
+    finals: tuple[float, ...] = ()  # each seed's regret at the budget, by seed
 
     def reach(self, target: float) -> float | None:
         """The least compute at which the median regret is at most ``target``."""
@@ -505,6 +513,7 @@ def summarise(curves: list[Curve], budget: float, points: int) -> list[Summary]:
         runs = [
             c for c in curves if (c.benchmark, c.task, c.algorithm) == (benchmark, task, algorithm)
         ]
+        runs.sort(key=lambda run: run.seed)
         median = tuple(statistics.median(run.at(x) for run in runs) for x in grid)
         checked = [run.best_agrees for run in runs if run.best_agrees is not None]
         summaries.append(
@@ -520,9 +529,34 @@ def summarise(curves: list[Curve], budget: float, points: int) -> list[Summary]:
                 statistics.median(run.algorithm_seconds for run in runs),
                 len(runs),
                 sum(checked) if checked else None,
+                tuple(run.at(budget) for run in runs),
             )
         )
     return summaries
+
+
+#: Resamples of :func:`p_worse`'s bootstrap.
+BOOTSTRAP_RESAMPLES = 4000
+
+
+def p_worse(finals: Sequence[float], randoms: Sequence[float], key: str) -> float:
+    """How often, resampling seeds with replacement (both sides, ``BOOTSTRAP_RESAMPLES``
+    times, from ``Random(key)``), the median of ``finals`` is above the median of
+    ``randoms``: near 0.5 when the two medians differ by less than the seeds' noise, near 1
+    (or 0) when one search ends worse (or better) whatever the seeds.
+
+    >>> p_worse([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], "same") < 0.6
+    True
+    >>> p_worse([5.0, 6.0, 7.0], [1.0, 2.0, 3.0], "worse")
+    1.0
+    """
+    rng = random.Random(key)
+    worse = 0
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        mine = statistics.median(rng.choices(finals, k=len(finals)))
+        theirs = statistics.median(rng.choices(randoms, k=len(randoms)))
+        worse += mine > theirs
+    return worse / BOOTSTRAP_RESAMPLES
 
 
 def _order(key: tuple[str, str | None, str]) -> tuple[int, str, int, str]:
@@ -547,6 +581,9 @@ class Result:
     regret_q3: float
     random_final_regret: float  # the target: random search's median regret at the budget
     worse_than_random: bool  # median regret at the budget above random's
+    #: how often the median regret at the budget is above random's when seeds are resampled
+    #: (:func:`p_worse`): ~0.5 where ``worse_than_random`` is the seeds' noise
+    p_worse_than_random: float
     budget: float
     workers: int
     seeds: int
@@ -554,9 +591,13 @@ class Result:
     trials_median: float
     seconds_median: float
     algorithm_seconds_median: float
+    first_seed: int  # the seeds are first_seed .. first_seed + seeds - 1
+    regret_by_seed: tuple[float, ...]  # each seed's regret at the budget, in seed order
 
 
-def results(summaries: list[Summary], budget: float, workers: int, metric: str) -> list[Result]:
+def results(
+    summaries: list[Summary], budget: float, workers: int, metric: str, first_seed: int = 0
+) -> list[Result]:
     """compute_to_reach and regret at the budget, per (benchmark, task, algorithm)."""
     out = []
     for benchmark, task in dict.fromkeys((s.benchmark, s.task) for s in summaries):
@@ -582,6 +623,7 @@ def results(summaries: list[Summary], budget: float, workers: int, metric: str) 
                     q3,
                     target,
                     q2 > target,
+                    p_worse(summary.finals, randoms[0].finals, f"{task}:{summary.algorithm}"),
                     budget,
                     workers,
                     summary.seeds,
@@ -589,6 +631,8 @@ def results(summaries: list[Summary], budget: float, workers: int, metric: str) 
                     summary.trials,
                     summary.seconds,
                     summary.algorithm_seconds,
+                    first_seed,
+                    summary.finals,
                 )
             )
     return out
@@ -710,10 +754,15 @@ def _verdicts(
         f"(target <= {float(goal):.2f})"
     )
     if algorithm in ("adaptive_asha", "bohb"):
-        never = [r.task or r.benchmark for r in rs if r.compute_to_reach is None]
+        never = [r for r in rs if r.compute_to_reach is None]
+        misses = ", ".join(
+            f"{r.task or r.benchmark}: {r.regret_median:.2f} against {r.random_final_regret:.2f},"
+            f" worse in {r.p_worse_than_random:.0%} of resampled seeds"
+            for r in never
+        )
         out.append(
             f"{'PASS' if not never else 'FAIL'} {where}, {algorithm}: reaches random's final "
-            f"regret on every task" + (f" (not on {', '.join(never)})" if never else "")
+            f"regret on every task" + (f" (not on {misses})" if never else "")
         )
     if algorithm == "bohb":
         for anchor in ("optuna_hyperband", "ray_asha"):
@@ -819,6 +868,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
     parser.add_argument("--budget", type=float, default=None, help="full-length trials of compute")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per algorithm (>= 10)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are this one and the next --seeds - 1"
+    )
     parser.add_argument("--workers", type=int, default=4, help="simulated workers")
     parser.add_argument(
         "--quick", action="store_true", help="budget 25 and 10 seeds (unless given)"
@@ -856,6 +908,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else (10 if args.quick else default_seeds)
     if budget <= 0 or seeds < 1 or args.workers < 1 or args.jobs < 1:
         parser.error("--budget, --seeds, --workers and --jobs must be positive")
+    if args.first_seed < 0:
+        parser.error(f"--first-seed {args.first_seed}: expected 0 or more")
     kind = "lcbench" if lcbench else "mfh"
     names = _split(args.algorithms) if args.algorithms else list(DEFAULT_ALGORITHMS[kind])
     try:
@@ -903,7 +957,11 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     print(f"machine: {versions()}")
-    print(f"budget {budget:g} full-length trials, {args.workers} simulated workers, {seeds} seeds")
+    last = args.first_seed + seeds - 1
+    print(
+        f"budget {budget:g} full-length trials, {args.workers} simulated workers, {seeds} seeds"
+        f" ({args.first_seed}..{last})"
+    )
     runs = [
         Run(
             benchmark,
@@ -918,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in sorted(runnable, key=lambda s: s.base not in ("optuna_hyperband", "bohb"))
         for benchmark in benchmarks
         for task in (tasks if benchmark == "lcbench" else [None])
-        for seed in range(seeds)
+        for seed in range(args.first_seed, args.first_seed + seeds)
     ]
     began = time.perf_counter()
     curves = _run_all(runs, args.jobs, run_one, progress=True)
@@ -926,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(curves)} runs in {wall:.0f} s ({args.jobs} processes)")
     print()
     summaries = summarise(curves, budget, args.points)
-    found = results(summaries, budget, args.workers, args.metric)
+    found = results(summaries, budget, args.workers, args.metric, args.first_seed)
     for line in render(found):
         print(line)
     print()
