@@ -9,8 +9,13 @@ the sweep directory, made once under a file lock). Params and tags are named as
 ``run.hparams`` names them (``lr``, not ``hyperparameters.lr``). A trial resumed, promoted
 or restarted continues its MLflow run (its id is kept in the run directory).
 
-MLflow is imported only when ``tracking`` names it. A tracker that fails (a server that is
-down, say) logs one warning and is off for the rest of the run: training goes on.
+MLflow is imported only when ``tracking`` names it. Reports' metrics are sent from a thread of
+the tracker's own (:class:`MetricSender`): a slow tracking server never holds training up,
+and what queued while a request was out goes in the next one. The run's end waits for what is
+queued (at most :data:`DRAIN_SECONDS`, after ``result.json`` is written) before it logs the
+result. A tracker that fails (a
+server that is down, say) logs one warning and is off for the rest of the run: training goes
+on, and ``metrics.jsonl`` has every report.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,8 +43,10 @@ from detflow._core.files import write_atomic
 from detflow._core.tracking import Tracking
 
 __all__ = [
+    "DRAIN_SECONDS",
     "MLFLOW_PARENT_FILE",
     "MLFLOW_RUN_FILE",
+    "MetricSender",
     "MlflowTracker",
     "Tracker",
     "open_trackers",
@@ -62,6 +70,10 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
+#: The most a run's end waits for the metrics still queued for the tracking server.
+DRAIN_SECONDS = 60.0
+#: MLflow's limit of metrics in one ``log_batch`` request.
+BATCH_METRICS = 1000
 _HPARAMS_PREFIX = "hyperparameters."
 _MLFLOW_STATUS = {RunEnd.COMPLETED: "FINISHED", RunEnd.STOPPED: "KILLED", RunEnd.REFUSED: "FAILED"}
 
@@ -77,6 +89,90 @@ class Tracker(Protocol):
 
     def close(self, *, failing: bool) -> None:
         """The run's process is done with the tracker (``failing``: its code raised)."""
+
+
+class MetricSender:
+    """Calls ``send`` with queued items from a thread of its own, started at the first
+    :meth:`put`: each call takes everything queued since the last one, :data:`BATCH_METRICS`
+    at most. The first exception ``send`` raises stops it (kept in :attr:`error`, the queue
+    dropped); :meth:`drain` waits for the queue to empty, :meth:`stop` ends the thread once
+    it is.
+
+    >>> sent = []
+    >>> sender = MetricSender(sent.append)
+    >>> sender.put([1, 2]); sender.put([3])
+    >>> sender.drain(timeout=5.0), sorted(item for batch in sent for item in batch)
+    (True, [1, 2, 3])
+    >>> sender.stop()
+    """
+
+    def __init__(self, send: Callable[[list[Any]], object]) -> None:
+        self._send = send
+        self._queue: list[Any] = []
+        self._out = 0  # items in the call of send that is out
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.error: Exception | None = None
+
+    def put(self, items: list[Any]) -> None:
+        """Queue ``items`` to send (nothing once ``send`` has failed or :meth:`stop` ran)."""
+        with self._changed:
+            if self.error is not None or self._stopped:
+                return
+            self._queue.extend(items)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="detflow-tracking", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for everything queued to be sent; whether it was
+        (False also when ``send`` failed: see :attr:`error`)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (self._queue or self._out) and self.error is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return self.error is None
+
+    def stop(self) -> None:
+        """Let the thread end once the queue is empty; :meth:`put` queues nothing more."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    def pending(self) -> int:
+        """Items queued or being sent."""
+        with self._changed:
+            return len(self._queue) + self._out
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._stopped:
+                    self._changed.wait()
+                if not self._queue:
+                    return
+                batch = self._queue[:BATCH_METRICS]
+                del self._queue[:BATCH_METRICS]
+                self._out = len(batch)
+            try:
+                self._send(batch)
+            except Exception as exc:  # the tracker's failure, reported by its thread's owner
+                with self._changed:
+                    self.error = exc
+                    self._queue.clear()
+                    self._out = 0
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._out = 0
+                self._changed.notify_all()
 
 
 def open_trackers(experiment: Experiment, run_dir: Path) -> list[Tracker]:
@@ -105,20 +201,25 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.parent_id: str | None = None  # the sweep's run, for a trial of a sweep
         self._client: Any = None
+        self._sender: MetricSender | None = None  # the reports' metrics, sent in the background
         self._failed = False
         self._guarded(self._start)
 
     # -- what the session calls -----------------------------------------------------------------
     def report(self, kind: str, metrics: Mapping[str, float], batches: int) -> None:
         if self.run_id is not None:
-            self._guarded(self._log_metrics, metrics, batches)
+            self._guarded(self._queue_metrics, metrics, batches)
 
     def finish(self, result: TrialResult) -> None:
         if self.run_id is not None:
+            self._guarded(self._drain)
             self._guarded(self._finish, result)
 
     def close(self, *, failing: bool) -> None:
+        # A run that ends well drains in finish(), once result.json is written: a slow
+        # server must not hold up the file a pre-empted trial's sweep reads.
         if failing and self.run_id is not None:
+            self._guarded(self._drain)
             self._guarded(self._client.set_terminated, self.run_id, "FAILED")
             self._guarded(self._end_parent)
 
@@ -188,13 +289,34 @@ class MlflowTracker:
                 self.run_id, params=params[start : start + 100], tags=tags[start : start + 100]
             )
 
-    def _log_metrics(self, metrics: Mapping[str, float], batches: int) -> None:
+    def _queue_metrics(self, metrics: Mapping[str, float], batches: int) -> None:
         from mlflow.entities import Metric
 
+        if self._sender is None:
+            client, run_id = self._client, self.run_id
+            self._sender = MetricSender(lambda rows: client.log_batch(run_id, metrics=rows))
+        if self._sender.error is not None:
+            raise self._sender.error  # a send in the background failed: warn, then off
         now = int(time.time() * 1000)
         rows = [Metric(name, float(value), now, batches) for name, value in metrics.items()]
         if rows:
-            self._client.log_batch(self.run_id, metrics=rows)
+            self._sender.put(rows)
+
+    def _drain(self) -> None:
+        """Wait for the metrics still queued (at most :data:`DRAIN_SECONDS`), then let the
+        sender's thread end: the run's end logs the rest itself."""
+        sender = self._sender
+        if sender is None:
+            return
+        sent = sender.drain(DRAIN_SECONDS)
+        sender.stop()
+        if sent:
+            return
+        if sender.error is not None:
+            raise sender.error
+        raise TimeoutError(
+            f"{sender.pending()} metrics not sent within {DRAIN_SECONDS:g} s of the run's end"
+        )
 
     def _finish(self, result: TrialResult) -> None:
         from mlflow.entities import Metric, RunTag

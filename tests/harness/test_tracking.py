@@ -1,6 +1,7 @@
 """``tracking``: the key's check, TensorBoard on by default (MLflow never imported then),
-MLflow runs in a local ``./mlruns`` (one per trial, continued on resume), and a tracking
-server that is down: one warning, training completes (a real server: tests/e2e/test_mlflow.py)."""
+MLflow runs in a local ``./mlruns`` (one per trial, continued on resume), a tracking server
+that is down (one warning, training completes) or slow (training does not wait for it; the
+run's end does), and the background sender's queue (a real server: tests/e2e/test_mlflow.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 
 import detflow
 from detflow import ConfigError, Run
-from detflow._harness.tracking import MLFLOW_RUN_FILE
+from detflow._harness.tracking import BATCH_METRICS, MLFLOW_RUN_FILE, MetricSender
 from tests.support import REPO, read_metrics
 
 #: What the tracker sets when the environment does not: kept out of this test process.
@@ -145,3 +148,125 @@ def test_without_a_tracking_uri_runs_go_to_a_local_mlruns_and_a_resume_continues
     assert steps == [2, 4, 6, 8]
     assert run.info.status == "FINISHED" and run.data.tags["detflow.batches"] == "8"
     assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_neither_training_nor_result_json_waits_for_a_slow_tracking_server(
+    tmp_path: Path, mlflow_env: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    mlflow_env.chdir(tmp_path)
+    result_file = tmp_path / "run" / "result.json"
+    answered = threading.Event()  # the server answers only once result.json is written
+    sends: list[int] = []
+    real = MlflowClient.log_batch
+
+    def slow(self: Any, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> Any:
+        if metrics and not params and not tags:  # a report's metrics (the run's end has tags)
+            sends.append(len(metrics))
+            # A report, or result.json, that waited for the server would wait here 30 s and
+            # then turn the tracker off.
+            assert answered.wait(30), "the trial waited for the tracking server"
+        return real(self, run_id, metrics=metrics, params=params, tags=tags)
+
+    def answer_once_written() -> None:
+        while not result_file.exists():
+            time.sleep(0.01)
+        answered.set()
+
+    mlflow_env.setattr(MlflowClient, "log_batch", slow)
+    watcher = threading.Thread(target=answer_once_written, daemon=True)
+    watcher.start()
+    result = train(make_run(tmp_path / "run", ["mlflow"], length="8 batches"))
+    assert result.status.value == "completed"
+
+    run_id = json.loads((tmp_path / "run" / MLFLOW_RUN_FILE).read_text())["run_id"]
+    client = MlflowClient((tmp_path / "mlruns").as_uri())
+    assert [m.step for m in client.get_metric_history(run_id, "validation_loss")] == [2, 4, 6, 8]
+    records = read_metrics(tmp_path / "run")
+    train_records = [r for r in records if r["kind"] == "train"]
+    for name in train_records[0]["metrics"]:
+        steps = [m.step for m in client.get_metric_history(run_id, name)]
+        assert steps == [r["batches"] for r in train_records], name
+    # what queued while the first request was out went in one more request
+    assert 1 <= len(sends) <= 2 < len(records), (sends, len(records))
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def _blocked_sender() -> tuple[MetricSender, list[list[int]], threading.Event, threading.Event]:
+    """A sender whose first call blocks until ``release`` is set (``began`` once it is out)."""
+    calls: list[list[int]] = []
+    began, release = threading.Event(), threading.Event()
+
+    def send(items: list[int]) -> None:
+        calls.append(list(items))
+        began.set()
+        assert release.wait(10)
+
+    return MetricSender(send), calls, began, release
+
+
+def test_the_sender_sends_what_queued_while_a_call_was_out_in_one_call_and_in_order() -> None:
+    sender, calls, began, release = _blocked_sender()
+    sender.put([1])
+    assert began.wait(10)
+    sender.put([2, 3])  # returns at once: the first call is still out
+    sender.put([4])
+    assert sender.pending() == 4 and calls == [[1]]
+    release.set()
+    assert sender.drain(timeout=10)
+    assert calls == [[1], [2, 3, 4]] and sender.pending() == 0
+    sender.stop()
+
+
+def test_the_sender_sends_at_most_mlflows_batch_limit_in_one_call() -> None:
+    sender, calls, began, release = _blocked_sender()
+    sender.put([0])
+    assert began.wait(10)
+    sender.put(list(range(1, 2 * BATCH_METRICS + 2)))
+    release.set()
+    assert sender.drain(timeout=10)
+    assert [len(c) for c in calls] == [1, BATCH_METRICS, BATCH_METRICS, 1]
+    assert [item for c in calls for item in c] == list(range(2 * BATCH_METRICS + 2))
+    sender.stop()
+
+
+def test_a_send_that_fails_stops_the_sender_and_drops_what_is_queued() -> None:
+    calls: list[list[int]] = []
+
+    def send(items: list[int]) -> None:
+        calls.append(items)
+        raise ConnectionError("tracking server gone")
+
+    sender = MetricSender(send)
+    sender.put([1, 2])
+    assert not sender.drain(timeout=10)
+    assert isinstance(sender.error, ConnectionError)
+    sender.put([3])  # nothing more is sent
+    assert not sender.drain(timeout=10) and calls == [[1, 2]] and sender.pending() == 0
+
+
+def test_draining_gives_up_after_its_timeout_and_says_what_is_left() -> None:
+    sender, _, began, release = _blocked_sender()
+    sender.put([1, 2])
+    assert began.wait(10)
+    sender.put([3])
+    assert not sender.drain(timeout=0.05)
+    assert sender.pending() == 3 and sender.error is None  # [3] queued, [1, 2] out
+    release.set()
+    assert sender.drain(timeout=10)
+    sender.stop()
+
+
+def test_a_stopped_sender_ends_its_thread_once_the_queue_is_empty() -> None:
+    sent: list[list[int]] = []
+    sender = MetricSender(sent.append)
+    sender.put([1])
+    assert sender.drain(timeout=10)
+    sender.stop()
+    thread = sender._thread  # the one it started
+    assert thread is not None
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    sender.put([2])
+    assert sent == [[1]]
